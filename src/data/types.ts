@@ -1,0 +1,45 @@
+/** A labelled image file found in the data folder. */
+export interface LabelledFile {
+  /** Absolute path. */
+  path: string;
+  /** Index into `DatasetLayout.classes`. */
+  label: number;
+}
+
+/** A file that was found but not used, and why. Written to skipped.csv. */
+export interface SkippedFile {
+  path: string;
+  /** 'train' | 'valid' | 'test' or '' when not known. */
+  split: string;
+  /** One line a person can act on, e.g. "cannot decode: Input buffer contains unsupported image format". */
+  reason: string;
+}
+
+/** What layout discovery found in a data folder. */
+export interface DatasetLayout {
+  root: string;
+  /** Sorted subfolder names of train/. */
+  classes: string[];
+  train: LabelledFile[];
+  valid: LabelledFile[];
+  /** Unlabelled images to predict (test/unknown/* or test/*), absolute paths, sorted. */
+  test: string[];
+  /** Where the validation set came from: a folder name ('valid', 'validation', 'val') or 'split'. */
+  validSource: string;
+  /** Files that are not images (by extension) or hidden, counted per reason. */
+  ignored: { hidden: number; notImage: number };
+  /** Image files skipped at discovery (e.g. unreadable). Decoding failures are added later. */
+  skipped: SkippedFile[];
+}
+
+/** How an image is fitted to the backbone's square input. */
+export type ResizeMode = 'stretch' | 'crop' | 'pad';
+
+/** A decoded image: `size × size × 3` RGB bytes, row-major (HWC), the size of the backbone input. */
+export interface DecodedImage {
+  path: string;
+  pixels: Uint8Array;
+}
+
+/** Augmentation strength for training images. */
+export type AugmentLevel = 'none' | 'light' | 'strong';
