@@ -24,12 +24,17 @@ export interface DatasetLayout {
   valid: LabelledFile[];
   /** Unlabelled images to predict (test/unknown/* or test/*), absolute paths, sorted. */
   test: string[];
-  /** Where the validation set came from: a folder name ('valid', 'validation', 'val') or 'split'. */
+  /**
+   * Where the validation set came from: the folder's name as found ('valid', 'validation', 'val', any
+   * case), 'split' (held out from train), or 'none' (no validation folder and a split of 0).
+   */
   validSource: string;
   /** Files that are not images (by extension) or hidden, counted per reason. */
   ignored: { hidden: number; notImage: number };
   /** Image files skipped at discovery (e.g. unreadable). Decoding failures are added later. */
   skipped: SkippedFile[];
+  /** Things worth telling the user that do not stop a run (e.g. "valid/rose has no images"). */
+  warnings?: string[];
 }
 
 /** How an image is fitted to the backbone's square input. */

@@ -1,0 +1,103 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { backbones } from '../backbones/registry.js';
+import { FinetuneError } from '../errors.js';
+import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
+import { consoleReporter } from './progress.js';
+
+const number = (flag: string) => (value: string) => {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${flag} needs a number, got '${value}'.`);
+  return n;
+};
+
+const integer = (flag: string) => (value: string) => {
+  const n = number(flag)(value);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError(`${flag} needs a whole number, got '${value}'.`);
+  return n;
+};
+
+/** The `finetune` command line. */
+export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean; verbose?: boolean }) => Promise<void>): Command {
+  const program = new Command('finetune');
+  program
+    .description(
+      'Fine-tune an ImageNet-pretrained backbone on a folder of labelled images (train/<class>/…, valid/<class>/…, test/…),\n' +
+        'then write the model, metrics and predictions for test/.',
+    )
+    .argument('<data>', 'data folder: train/<class>/*, optional valid|validation|val/<class>/*, optional test/[unknown/]*')
+    .addOption(new Option('--backbone <name>', 'backbone architecture').choices(Object.keys(backbones)).default(DEFAULTS.backbone))
+    .option('--alpha <a>', 'MobileNetV2 width multiplier: 0.35, 0.5, 0.75, 1.0, 1.3, 1.4 (default 1.0)', number('--alpha'))
+    .option('--image-size <px>', 'input size: MobileNetV2 96/128/160/192/224, VGG16 ≥ 32 (default 224)', integer('--image-size'))
+    .option('--weights <src>', "'imagenet' (cache, ~/.keras/models, or download), 'none', or a .h5 / tfjs model path", DEFAULTS.weights)
+    .option('--val-split <f>', 'fraction of train held out for validation when there is no valid/ folder', number('--val-split'), DEFAULTS.valSplit)
+    .addOption(new Option('--resize <mode>', 'fit images to the input: stretch (as Keras), crop (center), pad').choices(['stretch', 'crop', 'pad']).default(DEFAULTS.resize))
+    .addOption(
+      new Option('--preprocess <how>', "the backbone's own preprocessing, or subtract the training set's channel mean")
+        .choices(['backbone', 'dataset-mean'])
+        .default(DEFAULTS.preprocess),
+    )
+    .addOption(new Option('--augment <level>', 'training augmentation: flips, rotation, shift, zoom, brightness/contrast').choices(['none', 'light', 'strong']).default(DEFAULTS.augment))
+    .option('--epochs <n>', 'stage 1 epochs (head on the frozen backbone)', integer('--epochs'), DEFAULTS.epochs)
+    .option('--lr <rate>', 'stage 1 learning rate (Adam)', number('--lr'), DEFAULTS.lr)
+    .option('--batch-size <n>', 'images per training step', integer('--batch-size'), DEFAULTS.batchSize)
+    .option('--dropout <rate>', 'dropout before the classifier', number('--dropout'), DEFAULTS.dropout)
+    .option('--unfreeze <n>', 'stage 2: number of top backbone blocks to train', integer('--unfreeze'), DEFAULTS.unfreeze)
+    .option('--unfreeze-from <layer>', 'stage 2: train every layer from this one up (instead of --unfreeze)')
+    .option('--fine-tune-epochs <n>', 'stage 2 epochs; 0 skips stage 2', integer('--fine-tune-epochs'), DEFAULTS.fineTuneEpochs)
+    .option('--fine-tune-lr <rate>', 'stage 2 learning rate (default: --lr / 10)', number('--fine-tune-lr'))
+    .option('--train-bn', 'run unfrozen BatchNormalization layers in training mode (default: inference mode)', DEFAULTS.trainBatchNorm)
+    .option('--patience <n>', 'early stopping: epochs without validation-loss improvement (best weights restored)', integer('--patience'), DEFAULTS.patience)
+    .addOption(new Option('--class-weight <how>', 'balance the loss for imbalanced classes').choices(['auto', 'none']).default(DEFAULTS.classWeight))
+    .option('--seed <n>', 'seed for the split, data order, augmentation and initial weights', integer('--seed'), DEFAULTS.seed)
+    .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default(DEFAULTS.backend))
+    .option('-o, --out <dir>', 'output folder', DEFAULTS.out)
+    .option('--overwrite', 'replace the outputs of an earlier run in --out', DEFAULTS.overwrite)
+    .option('-q, --quiet', 'print only warnings, errors and the summary')
+    .option('--verbose', 'print stack traces with errors')
+    .showHelpAfterError('(run finetune --help for every option)')
+    .action(async (data: string, flags: Record<string, unknown>) => {
+      await run({ ...(flags as Omit<FineTuneOptions, 'data'>), data });
+    });
+  return program;
+}
+
+function summary(result: FineTuneResult): string {
+  const lines = [`finetune: done in ${result.seconds.toFixed(1)} s on ${result.engine.backend}`];
+  if (result.metrics) {
+    lines.push(`  validation accuracy ${result.metrics.accuracy.toFixed(4)}, loss ${result.metrics.loss.toFixed(4)} (${result.metrics.samples} images)`);
+  }
+  if (result.predictions.length > 0) lines.push(`  predicted ${result.predictions.length} test images`);
+  if (result.skipped > 0) lines.push(`  skipped ${result.skipped} files (listed in skipped.csv)`);
+  lines.push(`  outputs in ${result.out}: model/, finetune.json, history.csv, metrics.json, skipped.csv, predictions.csv`);
+  return lines.join('\n');
+}
+
+/** Runs the CLI; resolves to the process exit status (0 ok, 1 failed, 2 usage error). */
+export async function main(argv: string[] = process.argv): Promise<number> {
+  let verbose = argv.includes('--verbose');
+  const program = buildProgram(async (options) => {
+    verbose = options.verbose ?? false;
+    const reporter = consoleReporter({ quiet: options.quiet ?? false });
+    const result = await fineTune({ ...options, reporter });
+    process.stdout.write(summary(result) + '\n');
+  });
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Commander already printed the message (or the help / version text).
+      return error.exitCode === 0 ? 0 : 2;
+    }
+    if (error instanceof FinetuneError) {
+      process.stderr.write(`finetune: ${error.message}\n`);
+      if (verbose && error.stack) process.stderr.write(error.stack + '\n');
+      return error.exitCode;
+    }
+    process.stderr.write(`finetune: ${(error as Error).message ?? String(error)}\n`);
+    if (verbose) process.stderr.write(((error as Error).stack ?? '') + '\n');
+    else process.stderr.write('(run again with --verbose for the stack trace)\n');
+    return 1;
+  }
+}

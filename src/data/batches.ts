@@ -1,0 +1,47 @@
+import * as tf from '@tensorflow/tfjs';
+import { preprocessInto, type Preprocessing } from '../backbones/preprocess.js';
+import { augmentImage } from './augment.js';
+import type { Rng } from './rng.js';
+import type { AugmentLevel } from './types.js';
+
+/** Decoded images with their labels, in memory: each file is decoded once per run. */
+export interface ImageSet {
+  /** size × size × 3 RGB bytes per image. */
+  images: Uint8Array[];
+  /** Class index per image; -1 for unlabelled images. */
+  labels: Int32Array;
+  /** Source file per image. */
+  paths: string[];
+}
+
+export interface BatchOptions {
+  size: number;
+  preprocessing: Preprocessing;
+  /** Training-time augmentation; omitted or 'none' for evaluation and prediction. */
+  augment?: { level: AugmentLevel; rng: Rng };
+}
+
+/** Preprocesses (and optionally augments) the images at `indices` into one NHWC float32 batch. */
+export function imageBatch(images: readonly Uint8Array[], indices: ArrayLike<number>, options: BatchOptions): tf.Tensor4D {
+  const { size, preprocessing, augment } = options;
+  const pixelsPerImage = size * size * 3;
+  const data = new Float32Array(indices.length * pixelsPerImage);
+  for (let i = 0; i < indices.length; i++) {
+    let pixels = images[indices[i]!]!;
+    if (pixels.length !== pixelsPerImage) {
+      throw new Error(`image ${indices[i]} has ${pixels.length} bytes, expected ${pixelsPerImage} (${size}×${size}×3)`);
+    }
+    if (augment && augment.level !== 'none') pixels = augmentImage(pixels, size, augment.level, augment.rng);
+    preprocessInto(pixels, preprocessing, data, i * pixelsPerImage);
+  }
+  return tf.tensor4d(data, [indices.length, size, size, 3]);
+}
+
+/** [0, 1, …, n-1] split into consecutive batches. */
+export function batchRanges(n: number, batchSize: number): number[][] {
+  const batches: number[][] = [];
+  for (let start = 0; start < n; start += batchSize) {
+    batches.push(Array.from({ length: Math.min(batchSize, n - start) }, (_, i) => start + i));
+  }
+  return batches;
+}

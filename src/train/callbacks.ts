@@ -1,0 +1,123 @@
+import type * as tf from '@tensorflow/tfjs';
+import type { Callback, EpochLogs, TrainingContext } from './learner.js';
+
+type Monitor = 'valLoss' | 'loss';
+
+/** The monitored value of an epoch: validation loss when there is a validation set, else training loss. */
+function monitored(logs: EpochLogs, monitor: Monitor): number {
+  return monitor === 'valLoss' && logs.valLoss !== undefined ? logs.valLoss : logs.loss;
+}
+
+/**
+ * Stops a stage when the monitored loss has not improved for `patience` epochs, and keeps the best
+ * weights seen in the whole run: at the end of every stage the model goes back to them, so stage 2
+ * starts from stage 1's best epoch and a fine-tuning stage that only hurts leaves the model as it was.
+ */
+export class EarlyStopping implements Callback {
+  best = Infinity;
+  bestEpoch: { stage: number; epoch: number } | undefined;
+  private wait = 0;
+  private bestWeights: Map<tf.Variable, tf.Tensor> | undefined;
+
+  constructor(
+    readonly options: { patience: number; monitor?: Monitor; minDelta?: number; restoreBestWeights?: boolean },
+  ) {}
+
+  onStageBegin(ctx: TrainingContext): void {
+    this.wait = 0;
+    // Variables that start training now still hold the values they had at the best epoch so far.
+    if (this.bestWeights) {
+      for (const variable of ctx.learner.mutableVariables()) {
+        if (!this.bestWeights.has(variable)) this.bestWeights.set(variable, ctx.learner.snapshot([variable]).get(variable)!);
+      }
+    }
+  }
+
+  onEpochEnd(ctx: TrainingContext, logs: EpochLogs): void {
+    const value = monitored(logs, this.options.monitor ?? 'valLoss');
+    if (value < this.best - (this.options.minDelta ?? 0)) {
+      this.best = value;
+      this.bestEpoch = { stage: logs.stage, epoch: logs.epoch };
+      this.wait = 0;
+      if (this.options.restoreBestWeights ?? true) {
+        this.disposeWeights();
+        this.bestWeights = ctx.learner.snapshot();
+      }
+    } else {
+      this.wait += 1;
+      if (this.wait >= this.options.patience) ctx.stopTraining = true;
+    }
+  }
+
+  onStageEnd(ctx: TrainingContext): void {
+    if (this.bestWeights) ctx.learner.restore(this.bestWeights);
+  }
+
+  /** Frees the kept copy of the best weights. */
+  disposeWeights(): void {
+    if (this.bestWeights) for (const t of this.bestWeights.values()) t.dispose();
+    this.bestWeights = undefined;
+  }
+}
+
+/** Divides the learning rate by 1/factor when the monitored loss stalls for `patience` epochs. */
+export class ReduceLROnPlateau implements Callback {
+  private best = Infinity;
+  private wait = 0;
+
+  constructor(readonly options: { patience: number; factor?: number; minLr?: number; monitor?: Monitor }) {}
+
+  onStageBegin(): void {
+    this.best = Infinity;
+    this.wait = 0;
+  }
+
+  onEpochEnd(ctx: TrainingContext, logs: EpochLogs): void {
+    const value = monitored(logs, this.options.monitor ?? 'valLoss');
+    if (value < this.best) {
+      this.best = value;
+      this.wait = 0;
+      return;
+    }
+    this.wait += 1;
+    if (this.wait >= this.options.patience) {
+      const lr = ctx.learner.learningRate;
+      ctx.learner.learningRate = Math.max(this.options.minLr ?? 1e-7, lr * (this.options.factor ?? 0.2));
+      this.wait = 0;
+    }
+  }
+}
+
+/** Calls `save` whenever the monitored loss reaches a new best over the whole run (the best-model checkpoint). */
+export class ModelCheckpoint implements Callback {
+  private best = Infinity;
+
+  constructor(
+    readonly save: (ctx: TrainingContext, logs: EpochLogs) => Promise<void>,
+    readonly options: { monitor?: Monitor } = {},
+  ) {}
+
+  async onEpochEnd(ctx: TrainingContext, logs: EpochLogs): Promise<void> {
+    const value = monitored(logs, this.options.monitor ?? 'valLoss');
+    if (value < this.best) {
+      this.best = value;
+      await this.save(ctx, logs);
+    }
+  }
+}
+
+/** Calls `write` with the whole history after every epoch, so a crash loses at most the epoch in flight. */
+export class HistoryLogger implements Callback {
+  constructor(readonly write: (history: EpochLogs[]) => Promise<void>) {}
+
+  async onEpochEnd(ctx: TrainingContext): Promise<void> {
+    await this.write(ctx.learner.history);
+  }
+}
+
+/** Balanced class weights (scikit-learn's 'balanced'): n_samples / (n_classes · count_c). */
+export function balancedClassWeights(labels: ArrayLike<number>, numClasses: number): number[] {
+  const counts = new Array<number>(numClasses).fill(0);
+  for (let i = 0; i < labels.length; i++) counts[labels[i]!]! += 1;
+  return counts.map((c) => (c === 0 ? 0 : labels.length / (numClasses * c)));
+}

@@ -1,0 +1,68 @@
+import * as tf from '@tensorflow/tfjs';
+
+type Layer = tf.layers.Layer;
+
+/** The names of the layers whose outputs feed `layer` (its first call). */
+function inboundNames(layer: Layer): string[] {
+  const node = (layer as unknown as { inboundNodes: { inboundLayers: Layer[] }[] }).inboundNodes[0];
+  return node ? node.inboundLayers.map((l) => l.name) : [];
+}
+
+/**
+ * Runs a functional model in two parts, split after layer index `boundary` (in `model.layers`
+ * order, which is topological): `runBottom` computes the boundary layer's output, `runTop` carries
+ * on from it. This is what lets a frozen bottom run once (or without a gradient tape) while only the
+ * trainable top is differentiated.
+ *
+ * The split must cut the graph at a single tensor (true at MobileNetV2 and VGG16 block edges:
+ * residual connections stay inside a block); otherwise the constructor says which layer crosses it.
+ */
+export class SplitModel {
+  readonly boundary: number;
+  private readonly inbound: string[][];
+
+  constructor(
+    readonly model: tf.LayersModel,
+    boundary: number,
+  ) {
+    this.boundary = boundary;
+    this.inbound = model.layers.map(inboundNames);
+    const boundaryName = model.layers[boundary]!.name;
+    for (let i = boundary + 1; i < model.layers.length; i++) {
+      for (const name of this.inbound[i]!) {
+        const j = model.layers.findIndex((l) => l.name === name);
+        if (j < boundary) {
+          throw new Error(
+            `cannot split ${model.name} after ${boundaryName}: ${model.layers[i]!.name} also reads ${name}, below the split.`,
+          );
+        }
+      }
+    }
+  }
+
+  /** Output of layer `boundary` for input `x` (inference mode). */
+  runBottom(x: tf.Tensor): tf.Tensor {
+    return this.run(x, 0, this.boundary, () => false);
+  }
+
+  /** Model output from the boundary tensor; `training(layer)` decides each layer's mode. */
+  runTop(boundaryOutput: tf.Tensor, training: (layer: Layer) => boolean, until?: string): tf.Tensor {
+    return this.run(boundaryOutput, this.boundary, this.model.layers.length - 1, training, until);
+  }
+
+  /** Runs layers (from, to]; the tensor given is layer `from`'s output (or the model input when from = 0). */
+  private run(x: tf.Tensor, from: number, to: number, training: (layer: Layer) => boolean, until?: string): tf.Tensor {
+    const layers = this.model.layers;
+    if (layers[from]!.name === until) return x;
+    const outputs = new Map<string, tf.Tensor>([[layers[from]!.name, x]]);
+    let last = x;
+    for (let i = from + 1; i <= to; i++) {
+      const layer = layers[i]!;
+      const inputs = this.inbound[i]!.map((name) => outputs.get(name)!);
+      last = layer.apply(inputs.length === 1 ? inputs[0]! : inputs, { training: training(layer) }) as tf.Tensor;
+      outputs.set(layer.name, last);
+      if (layer.name === until) break;
+    }
+    return last;
+  }
+}

@@ -1,0 +1,407 @@
+import * as tf from '@tensorflow/tfjs';
+import type { Preprocessing } from '../backbones/preprocess.js';
+import { batchRanges, imageBatch, type ImageSet } from '../data/batches.js';
+import { Rng } from '../data/rng.js';
+import type { AugmentLevel } from '../data/types.js';
+import { FinetuneError } from '../errors.js';
+import { SplitModel } from './graph.js';
+import { HEAD_LAYERS } from './head.js';
+
+/** One row of the training history (history.csv). */
+export interface EpochLogs {
+  /** 1: head on a frozen backbone; 2: fine-tuning the top blocks. */
+  stage: number;
+  /** 1-based, within the stage. */
+  epoch: number;
+  loss: number;
+  accuracy: number;
+  valLoss?: number;
+  valAccuracy?: number;
+  /** Learning rate used during the epoch. */
+  lr: number;
+  seconds: number;
+}
+
+export interface BatchLogs {
+  batch: number;
+  batches: number;
+  loss: number;
+  accuracy: number;
+}
+
+/** What callbacks see; setting `stopTraining` ends the current stage after this epoch. */
+export interface TrainingContext {
+  learner: Learner;
+  stage: number;
+  epoch: number;
+  epochs: number;
+  stopTraining: boolean;
+}
+
+/** Hooks into the training loop (Keras callbacks / fastai callbacks). Every hook may be async. */
+export interface Callback {
+  onStageBegin?(ctx: TrainingContext): void | Promise<void>;
+  onEpochBegin?(ctx: TrainingContext): void | Promise<void>;
+  onBatchEnd?(ctx: TrainingContext, logs: BatchLogs): void | Promise<void>;
+  onEpochEnd?(ctx: TrainingContext, logs: EpochLogs): void | Promise<void>;
+  onStageEnd?(ctx: TrainingContext): void | Promise<void>;
+}
+
+export interface LearnerOptions {
+  /** Images per training step. */
+  batchSize?: number;
+  augment?: AugmentLevel;
+  /** Seeds data order, augmentation and dropout. */
+  seed?: number;
+  /** Loss weight per class (e.g. balanced weights for imbalanced folders). */
+  classWeights?: number[];
+  /**
+   * Run unfrozen BatchNormalization layers in training mode (batch statistics, moving averages
+   * updated). Off by default: the Keras fine-tuning guide keeps them in inference mode, which is
+   * what keeps small-batch fine-tuning from wrecking pretrained statistics.
+   */
+  trainBatchNorm?: boolean;
+  /** Dropout rate applied before the classifier while training. */
+  dropout?: number;
+  /** Memory allowed for activations of the frozen part kept between epochs (bytes). */
+  cacheBytes?: number;
+  callbacks?: Callback[];
+}
+
+/** A labelled training set and an optional validation set. */
+export interface LearnerData {
+  train: ImageSet;
+  valid?: ImageSet;
+}
+
+interface ActivationCache {
+  boundary: number;
+  activations: tf.Tensor;
+}
+
+/**
+ * Trains a classifier (backbone + head from `attachHead`) on decoded images — the middle layer of
+ * the API: `fineTune()` is freeze → fit → unfreeze → fit on one of these.
+ *
+ * The model runs split at the lowest trainable layer: the frozen bottom runs in inference mode
+ * outside the gradient tape, and when its input does not change between epochs (validation
+ * images, or training images without augmentation) its output is computed once and kept.
+ */
+export class Learner {
+  readonly model: tf.LayersModel;
+  readonly data: LearnerData;
+  readonly preprocessing: Preprocessing;
+  readonly imageSize: number;
+  readonly history: EpochLogs[] = [];
+  readonly options: Required<Omit<LearnerOptions, 'classWeights' | 'callbacks'>> & Pick<LearnerOptions, 'classWeights'>;
+  callbacks: Callback[];
+
+  private readonly blocks: string[][];
+  private trainable = new Set<string>();
+  private split: SplitModel;
+  private readonly caches = new Map<ImageSet, ActivationCache>();
+  private optimizer: tf.Optimizer | undefined;
+  private readonly rng: Rng;
+
+  constructor(
+    model: tf.LayersModel,
+    blocks: string[][],
+    data: LearnerData,
+    preprocessing: Preprocessing,
+    options: LearnerOptions = {},
+  ) {
+    this.model = model;
+    this.blocks = blocks;
+    this.data = data;
+    this.preprocessing = preprocessing;
+    const inputShape = model.inputs[0]!.shape;
+    this.imageSize = inputShape[1]!;
+    this.options = {
+      batchSize: options.batchSize ?? 32,
+      augment: options.augment ?? 'none',
+      seed: options.seed ?? 42,
+      trainBatchNorm: options.trainBatchNorm ?? false,
+      dropout: options.dropout ?? 0.2,
+      cacheBytes: options.cacheBytes ?? 2 * 1024 ** 3,
+      classWeights: options.classWeights,
+    };
+    this.callbacks = options.callbacks ?? [];
+    this.rng = new Rng(this.options.seed);
+    this.split = this.freeze();
+  }
+
+  // ── What trains ────────────────────────────────────────────────────────────────────────────
+
+  /** Only the classifier head trains. */
+  freeze(): SplitModel {
+    this.setTrainable([HEAD_LAYERS.logits]);
+    return this.split;
+  }
+
+  /**
+   * Makes the top `blocks` backbone blocks trainable (plus the head), or every layer from
+   * `fromLayer` up. Returns the names of the backbone layers now trainable.
+   */
+  unfreeze(what: { blocks: number } | { fromLayer: string }): string[] {
+    let layers: string[];
+    if ('blocks' in what) {
+      const n = Math.max(0, Math.min(what.blocks, this.blocks.length));
+      layers = this.blocks.slice(this.blocks.length - n).flat();
+    } else {
+      const names = this.model.layers.map((l) => l.name);
+      const start = names.indexOf(what.fromLayer);
+      const headStart = names.indexOf(HEAD_LAYERS.pool);
+      if (start < 0 || start >= headStart) {
+        throw new FinetuneError(
+          `--unfreeze-from ${what.fromLayer}: no such backbone layer. Block starts are: ${this.blocks.map((b) => b[0]).join(', ')}.`,
+          { exitCode: 2 },
+        );
+      }
+      layers = names.slice(start, headStart);
+    }
+    this.setTrainable([...layers, HEAD_LAYERS.logits]);
+    return layers.filter((name) => this.model.getLayer(name).weights.length > 0);
+  }
+
+  /** Names of the layers whose weights train now. */
+  get trainableLayers(): string[] {
+    return [...this.trainable];
+  }
+
+  private setTrainable(names: string[]): void {
+    this.trainable = new Set(names);
+    for (const layer of this.model.layers) layer.trainable = this.trainable.has(layer.name);
+    const layers = this.model.layers;
+    const lowest = layers.findIndex((l) => this.trainable.has(l.name));
+    // Everything below the lowest trainable layer is frozen; Dropout must stay above the split
+    // because it behaves differently in training.
+    let boundary = lowest - 1;
+    while (boundary > 0 && layers[boundary]!.getClassName() === 'Dropout') boundary--;
+    const previous = this.split?.boundary;
+    this.split = new SplitModel(this.model, boundary);
+    if (previous !== undefined && previous !== boundary) this.clearCache();
+  }
+
+  /** Trainable variables in a stable order. */
+  private trainableVariables(): tf.Variable[] {
+    return this.model.layers
+      .filter((l) => this.trainable.has(l.name))
+      .flatMap((l) => l.trainableWeights.map((w) => w.read() as tf.Variable));
+  }
+
+  /** Variables whose values training can change: trainable weights, plus BN statistics when BN trains. */
+  mutableVariables(): tf.Variable[] {
+    const variables = this.trainableVariables();
+    if (this.options.trainBatchNorm) {
+      for (const layer of this.model.layers) {
+        if (this.trainable.has(layer.name) && layer.getClassName() === 'BatchNormalization') {
+          variables.push(...layer.nonTrainableWeights.map((w) => w.read() as tf.Variable));
+        }
+      }
+    }
+    return variables;
+  }
+
+  // ── Learning rate ─────────────────────────────────────────────────────────────────────────────
+
+  get learningRate(): number {
+    return (this.optimizer as unknown as { learningRate: number } | undefined)?.learningRate ?? Number.NaN;
+  }
+
+  set learningRate(lr: number) {
+    if (this.optimizer) (this.optimizer as unknown as { learningRate: number }).learningRate = lr;
+  }
+
+  // ── Training ──────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Trains the trainable layers for `epochs` epochs with Adam at `lr`; callbacks may stop it early.
+   * Returns this stage's history rows.
+   */
+  async fit(epochs: number, lr: number, stage = 1): Promise<EpochLogs[]> {
+    const { train, valid } = this.data;
+    if (train.images.length === 0) throw new FinetuneError('there are no training images to learn from.');
+    const variables = this.trainableVariables();
+    this.optimizer = tf.train.adam(lr);
+    const ctx: TrainingContext = { learner: this, stage, epoch: 0, epochs, stopTraining: false };
+    const rows: EpochLogs[] = [];
+    try {
+      await this.each((cb) => cb.onStageBegin?.(ctx));
+      for (let epoch = 1; epoch <= epochs && !ctx.stopTraining; epoch++) {
+        ctx.epoch = epoch;
+        const started = performance.now();
+        const epochLr = this.learningRate;
+        await this.each((cb) => cb.onEpochBegin?.(ctx));
+        const { loss, accuracy } = await this.trainEpoch(ctx, variables, stage, epoch);
+        const row: EpochLogs = { stage, epoch, loss, accuracy, lr: epochLr, seconds: 0 };
+        if (valid && valid.images.length > 0) {
+          const evaluation = this.evaluate(valid);
+          row.valLoss = evaluation.loss;
+          row.valAccuracy = evaluation.accuracy;
+        }
+        row.seconds = (performance.now() - started) / 1000;
+        rows.push(row);
+        this.history.push(row);
+        await this.each((cb) => cb.onEpochEnd?.(ctx, row));
+      }
+      await this.each((cb) => cb.onStageEnd?.(ctx));
+    } finally {
+      this.optimizer.dispose();
+      this.optimizer = undefined;
+    }
+    return rows;
+  }
+
+  private async trainEpoch(
+    ctx: TrainingContext,
+    variables: tf.Variable[],
+    stage: number,
+    epoch: number,
+  ): Promise<{ loss: number; accuracy: number }> {
+    const { train } = this.data;
+    const { batchSize, augment, classWeights, trainBatchNorm } = this.options;
+    const epochRng = this.rng.fork(`stage${stage}-epoch${epoch}`);
+    const order = epochRng.shuffle(Array.from({ length: train.images.length }, (_, i) => i));
+    const augmentRng = epochRng.fork('augment');
+    const cache = augment === 'none' ? this.activations(train) : undefined;
+    const batches = batchRanges(order.length, batchSize);
+    let lossSum = 0;
+    let correct = 0;
+    for (let b = 0; b < batches.length; b++) {
+      const indices = batches[b]!.map((i) => order[i]!);
+      const dropoutSeed = epochRng.int(2 ** 31);
+      const [lossValue, correctValue] = tf.tidy(() => {
+        const boundaryInput = cache
+          ? tf.gather(cache, indices)
+          : this.split.runBottom(
+              imageBatch(train.images, indices, {
+                size: this.imageSize,
+                preprocessing: this.preprocessing,
+                augment: { level: augment, rng: augmentRng },
+              }),
+            );
+        const labels = tf.tensor1d(indices.map((i) => train.labels[i]!), 'int32');
+        const weights = classWeights ? tf.tensor1d(indices.map((i) => classWeights[train.labels[i]!]!)) : undefined;
+        let correctCount: tf.Scalar | undefined;
+        const { value, grads } = tf.variableGrads(() => {
+          const pooled = this.split.runTop(
+            boundaryInput,
+            (layer) => trainBatchNorm && layer.getClassName() === 'BatchNormalization' && this.trainable.has(layer.name),
+            HEAD_LAYERS.pool,
+          );
+          const dropped = this.options.dropout > 0 ? tf.dropout(pooled, this.options.dropout, undefined, dropoutSeed) : pooled;
+          const logits = this.model.getLayer(HEAD_LAYERS.logits).apply(dropped) as tf.Tensor2D;
+          correctCount = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'float32')) as tf.Scalar);
+          const perSample = tf.neg(tf.sum(tf.mul(tf.oneHot(labels, logits.shape[1]), tf.logSoftmax(logits)), 1));
+          return tf.mean(weights ? tf.mul(perSample, weights) : perSample) as tf.Scalar;
+        }, variables);
+        this.optimizer!.applyGradients(grads);
+        return [value, correctCount!];
+      });
+      const [batchLoss, batchCorrect] = [(await lossValue.data())[0]!, (await correctValue.data())[0]!];
+      lossValue.dispose();
+      correctValue.dispose();
+      if (!Number.isFinite(batchLoss)) {
+        throw new FinetuneError(
+          `the training loss became ${batchLoss} in stage ${stage}, epoch ${epoch}: lower the learning rate (--lr / --fine-tune-lr).`,
+        );
+      }
+      lossSum += batchLoss * indices.length;
+      correct += batchCorrect;
+      const seen = batches.slice(0, b + 1).reduce((n, batch) => n + batch.length, 0);
+      await this.each((cb) =>
+        cb.onBatchEnd?.(ctx, { batch: b + 1, batches: batches.length, loss: lossSum / seen, accuracy: correct / seen }),
+      );
+    }
+    return { loss: lossSum / order.length, accuracy: correct / order.length };
+  }
+
+  // ── Inference ─────────────────────────────────────────────────────────────────────────────────
+
+  /** Class probabilities (N × K, row-major) for decoded images, in inference mode. */
+  predictProbabilities(set: ImageSet): Float32Array {
+    const cache = this.activations(set);
+    const k = this.model.outputs[0]!.shape[1]!;
+    const out = new Float32Array(set.images.length * k);
+    for (const indices of batchRanges(set.images.length, this.options.batchSize)) {
+      const probs = tf.tidy(() => {
+        const boundaryInput = cache
+          ? tf.gather(cache, indices)
+          : this.split.runBottom(imageBatch(set.images, indices, { size: this.imageSize, preprocessing: this.preprocessing }));
+        return this.split.runTop(boundaryInput, () => false);
+      });
+      out.set(probs.dataSync() as Float32Array, indices[0]! * k);
+      probs.dispose();
+    }
+    return out;
+  }
+
+  /** Loss and accuracy on a labelled set, with the probabilities they came from. */
+  evaluate(set: ImageSet): { loss: number; accuracy: number; probabilities: Float32Array } {
+    const probabilities = this.predictProbabilities(set);
+    const k = this.model.outputs[0]!.shape[1]!;
+    let loss = 0;
+    let correct = 0;
+    for (let i = 0; i < set.labels.length; i++) {
+      const row = probabilities.subarray(i * k, (i + 1) * k);
+      const label = set.labels[i]!;
+      loss -= Math.log(Math.max(row[label]!, 1e-7));
+      let best = 0;
+      for (let j = 1; j < k; j++) if (row[j]! > row[best]!) best = j;
+      if (best === label) correct += 1;
+    }
+    const n = Math.max(1, set.labels.length);
+    return { loss: loss / n, accuracy: correct / n, probabilities };
+  }
+
+  // ── Frozen activations ────────────────────────────────────────────────────────────────────────
+
+  /**
+   * The frozen bottom's output for every image of `set`, computed once and kept while the split
+   * stays where it is; undefined when it would not fit in `cacheBytes`.
+   */
+  private activations(set: ImageSet): tf.Tensor | undefined {
+    const boundary = this.split.boundary;
+    const cached = this.caches.get(set);
+    if (cached && cached.boundary === boundary) return cached.activations;
+    if (boundary <= 0 || set.images.length === 0) return undefined;
+    const shape = this.model.layers[boundary]!.outputShape as number[];
+    const bytes = set.images.length * shape.slice(1).reduce((a, b) => a * b, 1) * 4;
+    if (bytes > this.options.cacheBytes) return undefined;
+    const parts = batchRanges(set.images.length, this.options.batchSize).map((indices) =>
+      tf.tidy(() =>
+        this.split.runBottom(imageBatch(set.images, indices, { size: this.imageSize, preprocessing: this.preprocessing })),
+      ),
+    );
+    const activations = tf.concat(parts, 0);
+    tf.dispose(parts);
+    this.caches.set(set, { boundary, activations });
+    return activations;
+  }
+
+  private clearCache(): void {
+    for (const { activations } of this.caches.values()) activations.dispose();
+    this.caches.clear();
+  }
+
+  // ── Weights ───────────────────────────────────────────────────────────────────────────────────
+
+  /** Copies of the given variables' current values (for restoring the best epoch). */
+  snapshot(variables: tf.Variable[] = this.mutableVariables()): Map<tf.Variable, tf.Tensor> {
+    return new Map(variables.map((v) => [v, tf.keep(v.clone())]));
+  }
+
+  /** Writes a snapshot back. */
+  restore(snapshot: Map<tf.Variable, tf.Tensor>): void {
+    for (const [variable, value] of snapshot) variable.assign(value);
+  }
+
+  /** Frees the kept activations (the model stays usable). */
+  dispose(): void {
+    this.clearCache();
+  }
+
+  private async each(hook: (cb: Callback) => void | Promise<void>): Promise<void> {
+    for (const cb of this.callbacks) await hook(cb);
+  }
+}
