@@ -14,6 +14,11 @@ export interface MobileNetV2Options {
   imageSize?: number;
   /** Model name; default Keras's `mobilenetv2_{alpha:.2f}_{rows}`. */
   name?: string;
+  /**
+   * Momentum of the BatchNormalization moving averages. Keras's 0.999 suits long ImageNet runs;
+   * training from random weights on a few hundred images needs a faster average (e.g. 0.9).
+   */
+  batchNormMomentum?: number;
 }
 
 /**
@@ -35,7 +40,13 @@ export const MOBILENET_V2_ALPHAS = [0.35, 0.5, 0.75, 1.0, 1.3, 1.4] as const;
 /** Input sizes with published ImageNet weights. */
 export const MOBILENET_V2_IMAGE_SIZES = [96, 128, 160, 192, 224] as const;
 
-const BN = { axis: -1, epsilon: 1e-3, momentum: 0.999 } as const;
+/** Keras's BatchNormalization settings for MobileNetV2. */
+const BN_EPSILON = 1e-3;
+const BN_MOMENTUM = 0.999;
+
+function batchNorm(name: string, momentum: number): tf.layers.Layer {
+  return tf.layers.batchNormalization({ axis: -1, epsilon: BN_EPSILON, momentum, name });
+}
 const BASE_WEIGHT_URL = 'https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/';
 
 /**
@@ -123,7 +134,7 @@ function relu6(name: string): tf.layers.Layer {
   return tf.layers.reLU({ maxValue: 6, name });
 }
 
-function invertedResBlock(inputs: tf.SymbolicTensor, b: BlockPlan): tf.SymbolicTensor {
+function invertedResBlock(inputs: tf.SymbolicTensor, b: BlockPlan, momentum: number): tf.SymbolicTensor {
   const p = b.prefix;
   let x = inputs;
   if (b.id > 0) {
@@ -138,7 +149,7 @@ function invertedResBlock(inputs: tf.SymbolicTensor, b: BlockPlan): tf.SymbolicT
         name: `${p}expand`,
       })
       .apply(x) as tf.SymbolicTensor;
-    x = tf.layers.batchNormalization({ ...BN, name: `${p}expand_BN` }).apply(x) as tf.SymbolicTensor;
+    x = batchNorm(`${p}expand_BN`, momentum).apply(x) as tf.SymbolicTensor;
     x = relu6(`${p}expand_relu`).apply(x) as tf.SymbolicTensor;
   }
   if (b.stride === 2) {
@@ -157,7 +168,7 @@ function invertedResBlock(inputs: tf.SymbolicTensor, b: BlockPlan): tf.SymbolicT
       name: `${p}depthwise`,
     })
     .apply(x) as tf.SymbolicTensor;
-  x = tf.layers.batchNormalization({ ...BN, name: `${p}depthwise_BN` }).apply(x) as tf.SymbolicTensor;
+  x = batchNorm(`${p}depthwise_BN`, momentum).apply(x) as tf.SymbolicTensor;
   x = relu6(`${p}depthwise_relu`).apply(x) as tf.SymbolicTensor;
   // Project with a pointwise 1x1 convolution: the linear bottleneck (no activation).
   x = tf.layers
@@ -170,7 +181,7 @@ function invertedResBlock(inputs: tf.SymbolicTensor, b: BlockPlan): tf.SymbolicT
       name: `${p}project`,
     })
     .apply(x) as tf.SymbolicTensor;
-  x = tf.layers.batchNormalization({ ...BN, name: `${p}project_BN` }).apply(x) as tf.SymbolicTensor;
+  x = batchNorm(`${p}project_BN`, momentum).apply(x) as tf.SymbolicTensor;
   if (b.residual) x = tf.layers.add({ name: `${p}add` }).apply([inputs, x]) as tf.SymbolicTensor;
   return x;
 }
@@ -183,6 +194,7 @@ function invertedResBlock(inputs: tf.SymbolicTensor, b: BlockPlan): tf.SymbolicT
 export function mobileNetV2(options: MobileNetV2Options = {}): tf.LayersModel {
   const alpha = options.alpha ?? 1.0;
   const size = options.imageSize ?? 224;
+  const momentum = options.batchNormMomentum ?? BN_MOMENTUM;
   if (!(alpha > 0)) throw new RangeError(`MobileNetV2 alpha must be > 0, got ${alpha}`);
   if (!Number.isInteger(size) || size < 32) throw new RangeError(`MobileNetV2 image size must be an integer ≥ 32, got ${size}`);
 
@@ -200,10 +212,10 @@ export function mobileNetV2(options: MobileNetV2Options = {}): tf.LayersModel {
       name: 'Conv1',
     })
     .apply(input) as tf.SymbolicTensor;
-  x = tf.layers.batchNormalization({ ...BN, name: 'bn_Conv1' }).apply(x) as tf.SymbolicTensor;
+  x = batchNorm('bn_Conv1', momentum).apply(x) as tf.SymbolicTensor;
   x = relu6('Conv1_relu').apply(x) as tf.SymbolicTensor;
 
-  for (const block of planBlocks(alpha)) x = invertedResBlock(x, block);
+  for (const block of planBlocks(alpha)) x = invertedResBlock(x, block, momentum);
 
   x = tf.layers
     .conv2d({
@@ -214,7 +226,7 @@ export function mobileNetV2(options: MobileNetV2Options = {}): tf.LayersModel {
       name: 'Conv_1',
     })
     .apply(x) as tf.SymbolicTensor;
-  x = tf.layers.batchNormalization({ ...BN, name: 'Conv_1_bn' }).apply(x) as tf.SymbolicTensor;
+  x = batchNorm('Conv_1_bn', momentum).apply(x) as tf.SymbolicTensor;
   x = relu6('out_relu').apply(x) as tf.SymbolicTensor;
 
   return tf.model({ inputs: input, outputs: x, name: options.name ?? `mobilenetv2_${alpha.toFixed(2)}_${size}` });
@@ -262,7 +274,8 @@ export const mobileNetV2Spec: BackboneSpec = {
   alphas: MOBILENET_V2_ALPHAS,
   defaultAlpha: 1.0,
   preprocessing: MOBILENET_PREPROCESSING,
-  build: (o: BackboneOptions) => mobileNetV2({ alpha: o.alpha ?? 1.0, imageSize: o.imageSize }),
+  build: (o: BackboneOptions) =>
+    mobileNetV2({ alpha: o.alpha ?? 1.0, imageSize: o.imageSize, batchNormMomentum: o.batchNormMomentum }),
   blocks: (o: BackboneOptions) => mobileNetV2Blocks(o.alpha ?? 1.0),
   imagenetWeights: (o: BackboneOptions) => mobileNetV2ImagenetWeights(o.alpha ?? 1.0, o.imageSize),
 };

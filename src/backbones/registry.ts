@@ -28,7 +28,7 @@ export function getBackbone(name: string): BackboneSpec {
 export function validateBackboneOptions(
   spec: BackboneSpec,
   options: { alpha?: number | undefined; imageSize?: number | undefined },
-): Required<BackboneOptions> {
+): Required<Pick<BackboneOptions, 'alpha' | 'imageSize'>> {
   const imageSize = options.imageSize ?? spec.defaultImageSize;
   if (!Number.isInteger(imageSize) || imageSize < spec.minImageSize) {
     throw new UsageError(`--image-size ${imageSize} is not valid for ${spec.name}: use a whole number ≥ ${spec.minImageSize}`);

@@ -7,6 +7,8 @@ export interface BackboneOptions {
   imageSize: number;
   /** Width multiplier (MobileNetV2 only; ignored by others). */
   alpha?: number;
+  /** BatchNormalization moving-average momentum, for backbones that have BN (default: the published one). */
+  batchNormMomentum?: number;
 }
 
 /** Where the official ImageNet no-top weights of a configuration live. */

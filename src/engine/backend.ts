@@ -1,0 +1,323 @@
+/**
+ * Picks and starts the tfjs backend finetune computes on.
+ *
+ * `auto` takes the first usable of, in order:
+ *   tensorflow  native libtensorflow (`@tensorflow/tfjs-node-gpu`, then `@tensorflow/tfjs-node`),
+ *   webgpu      a real GPU through Dawn (`webgpu` + `@tensorflow/tfjs-backend-webgpu`),
+ *   wasm        XNNPACK compiled to WebAssembly with SIMD (always there),
+ *   cpu         tfjs' plain-JavaScript kernels (slowest; last resort).
+ * WebGPU adapters that are CPU fallbacks (SwiftShader, llvmpipe, …) are skipped in auto mode: WASM
+ * beats them. An explicit request that can't be met fails with a FinetuneError saying why and
+ * what to do; it never falls back silently.
+ *
+ * WASM runs single-threaded in Node: tfjs-backend-wasm 4.22 disables its threaded build there
+ * (WASM_HAS_MULTITHREAD_SUPPORT is false under Node), and forcing it on fails because its pthread
+ * workers are started from blob: URLs, which Node's Worker rejects (ERR_WORKER_PATH).
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as tf from '@tensorflow/tfjs';
+import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm'; // importing registers 'wasm'
+import { FinetuneError, UsageError } from '../errors.js';
+import { registerWasmTrainingKernels } from './wasm-kernels.js';
+
+export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
+export type BackendRequest = BackendName | 'auto';
+
+/** Whether a backend can be used here, and why not or what it is. */
+export interface BackendProbe {
+  name: BackendName;
+  available: boolean;
+  /** Why not ("no GPU adapter", "not installed (npm install …)") or what it is ("wasm, SIMD, 1 thread"). */
+  detail: string;
+}
+
+/** The backend in use. */
+export interface EngineInfo {
+  backend: BackendName;
+  /** What it is, e.g. "wasm, SIMD, 1 thread" or "webgpu on NVIDIA GeForce RTX 3060". */
+  detail: string;
+  /** The backends looked at to choose it, in order of preference, ending with the chosen one. */
+  probes: BackendProbe[];
+}
+
+/** Preference order for `auto`. */
+export const BACKEND_ORDER: readonly BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
+
+const require = createRequire(import.meta.url);
+
+/** A probe plus whether an explicit request may still use it (a CPU-fallback WebGPU adapter). */
+interface Probe extends BackendProbe {
+  usableIfRequested: boolean;
+  /** The detail to report once in use, where it differs from `detail`. */
+  inUseDetail?: string;
+}
+
+/**
+ * Starts the requested backend (`auto`: the best one present) and returns what it is.
+ * Idempotent; concurrent calls are serialised.
+ */
+export function initEngine(request: BackendRequest = 'auto'): Promise<EngineInfo> {
+  const run = queue.then(() => init(request));
+  queue = run.catch(() => undefined);
+  return run;
+}
+
+/** Probes every backend (for `finetune doctor`), without switching the active one. */
+export async function probeBackends(): Promise<BackendProbe[]> {
+  const probes: BackendProbe[] = [];
+  for (const name of BACKEND_ORDER) probes.push(publicProbe(await probe(name, 'auto')));
+  return probes;
+}
+
+let queue: Promise<unknown> = Promise.resolve();
+let current: { request: BackendRequest; info: EngineInfo } | undefined;
+
+async function init(request: BackendRequest): Promise<EngineInfo> {
+  if (request !== 'auto' && !BACKEND_ORDER.includes(request)) {
+    throw new UsageError(`Unknown backend '${String(request)}': use auto, ${BACKEND_ORDER.join(', ')}.`);
+  }
+  if (current && tf.getBackend() === current.info.backend) {
+    if (current.request === request || current.info.backend === request) return current.info;
+  }
+
+  const candidates = request === 'auto' ? BACKEND_ORDER : [request];
+  const probes: BackendProbe[] = [];
+  for (const name of candidates) {
+    const p = await probe(name, request === 'auto' ? 'auto' : 'explicit');
+    const usable = request === 'auto' ? p.available : p.usableIfRequested;
+    if (usable && !(await activate(name))) {
+      p.available = false;
+      p.usableIfRequested = false;
+      p.detail = `${p.detail}, but it failed to initialise (see the warning above)`;
+    } else if (usable) {
+      p.available = true;
+      p.detail = p.inUseDetail ?? p.detail;
+      // Threads are only known once the wasm module is up.
+      if (name === 'wasm') p.detail = await wasmDetail();
+      probes.push(publicProbe(p));
+      const info: EngineInfo = { backend: name, detail: p.detail, probes };
+      current = { request, info };
+      return info;
+    }
+    probes.push(publicProbe(p));
+    if (request !== 'auto') throw new FinetuneError(explain(name, p.detail));
+  }
+  // Unreachable in practice: the cpu backend is always there.
+  throw new FinetuneError(`No tfjs backend could be started: ${probes.map((p) => `${p.name}: ${p.detail}`).join('; ')}.`);
+}
+
+async function activate(name: BackendName): Promise<boolean> {
+  if (name === 'wasm') registerWasmTrainingKernels(); // wasm lacks conv gradients of its own
+  if (!(await tf.setBackend(name))) return false;
+  await tf.ready();
+  return true;
+}
+
+function publicProbe(p: Probe): BackendProbe {
+  return { name: p.name, available: p.available, detail: p.detail };
+}
+
+function explain(name: BackendName, why: string): string {
+  const advice: Record<BackendName, string> = {
+    tensorflow: why.startsWith('not installed')
+      ? 'Or use backend auto.'
+      : 'Reinstall it (its postinstall downloads libtensorflow), or use backend auto.',
+    webgpu:
+      'WebGPU needs a GPU with Vulkan, Metal or Direct3D 12 drivers, and the webgpu and @tensorflow/tfjs-backend-webgpu packages; or use backend auto.',
+    wasm: 'This Node.js build has no usable WebAssembly; use backend cpu.',
+    cpu: 'Reinstall finetune: @tensorflow/tfjs seems broken.',
+  };
+  return `The ${name} backend can't be used here: ${why}. ${advice[name]}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probes. Each is run once per process: they import packages (which register their backend) and
+// talk to drivers, and the answers don't change.
+
+const probeCache = new Map<string, Promise<Probe>>();
+
+function probe(name: BackendName, mode: 'auto' | 'explicit'): Promise<Probe> {
+  // Only the WebGPU probe differs by mode (auto skips loading Dawn when Linux shows no GPU).
+  const key = name === 'webgpu' ? `${name}:${mode}` : name;
+  let p = probeCache.get(key);
+  if (!p) {
+    p = runProbe(name, mode);
+    probeCache.set(key, p);
+  }
+  // Copies: callers annotate them.
+  return p.then((r) => ({ ...r }));
+}
+
+async function runProbe(name: BackendName, mode: 'auto' | 'explicit'): Promise<Probe> {
+  switch (name) {
+    case 'tensorflow':
+      return probeTensorflow();
+    case 'webgpu':
+      return probeWebgpu(mode);
+    case 'wasm':
+      return typeof (globalThis as { WebAssembly?: unknown }).WebAssembly === 'object'
+        ? { name, available: true, usableIfRequested: true, detail: await wasmDetail() }
+        : { name, available: false, usableIfRequested: false, detail: 'WebAssembly is not available' };
+    case 'cpu':
+      return { name, available: true, usableIfRequested: true, detail: 'cpu (plain JavaScript, slowest)' };
+  }
+}
+
+function isInstalled(pkg: string): boolean {
+  try {
+    require.resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function firstLine(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  return message.split('\n')[0]!.trim();
+}
+
+/** `import()` of a package TypeScript can't see (optional, maybe absent). */
+function importOptional(pkg: string): Promise<unknown> {
+  return import(pkg) as Promise<unknown>;
+}
+
+async function probeTensorflow(): Promise<Probe> {
+  const name = 'tensorflow';
+  const failures: string[] = [];
+  for (const [pkg, what] of [
+    ['@tensorflow/tfjs-node-gpu', 'tensorflow (tfjs-node-gpu, CUDA)'],
+    ['@tensorflow/tfjs-node', 'tensorflow (tfjs-node, CPU)'],
+  ] as const) {
+    if (!isInstalled(pkg)) continue;
+    try {
+      await importOptional(pkg); // registers the 'tensorflow' backend
+    } catch (e) {
+      failures.push(`${pkg} is installed but failed to load (${firstLine(e)})`);
+      continue;
+    }
+    if (tf.findBackendFactory(name) == null) {
+      failures.push(`${pkg} loaded but registered no tensorflow backend (is its @tensorflow/tfjs version the same as finetune's?)`);
+      continue;
+    }
+    return { name, available: true, usableIfRequested: true, detail: what };
+  }
+  const detail = failures.length
+    ? failures.join('; ')
+    : 'not installed (npm install @tensorflow/tfjs-node-gpu for an NVIDIA GPU with CUDA, or @tensorflow/tfjs-node)';
+  return { name, available: false, usableIfRequested: false, detail };
+}
+
+/** Linux exposes every GPU a process can use as a device node; none means no GPU at all. */
+function linuxHasGpuDevice(): boolean {
+  if (existsSync('/dev/dxg')) return true; // WSL2
+  try {
+    if (readdirSync('/dev/dri').some((f) => f.startsWith('renderD') || f.startsWith('card'))) return true;
+  } catch {
+    // no /dev/dri
+  }
+  try {
+    return readdirSync('/dev').some((f) => /^nvidia\d+$/.test(f));
+  } catch {
+    return false;
+  }
+}
+
+/** The parts of the WebGPU API the probe uses (lib.dom isn't in this project's types). */
+interface AdapterInfoLike {
+  vendor?: string;
+  architecture?: string;
+  device?: string;
+  description?: string;
+  isFallbackAdapter?: boolean;
+}
+interface AdapterLike {
+  info?: AdapterInfoLike;
+  isFallbackAdapter?: boolean;
+  requestAdapterInfo?: () => Promise<AdapterInfoLike>;
+}
+interface GpuLike {
+  requestAdapter(options?: { powerPreference?: string }): Promise<AdapterLike | null>;
+}
+interface WebgpuModule {
+  create(options: string[]): GpuLike;
+  globals: Record<string, unknown>;
+}
+
+const CPU_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|software|basic render/i;
+
+async function probeWebgpu(mode: 'auto' | 'explicit'): Promise<Probe> {
+  const name = 'webgpu';
+  const no = (detail: string): Probe => ({ name, available: false, usableIfRequested: false, detail });
+  // Loading Dawn on a machine without a GPU only prints driver warnings to stderr: skip it.
+  if (mode === 'auto' && process.platform === 'linux' && !linuxHasGpuDevice()) {
+    return no('no GPU adapter (no GPU device in /dev)');
+  }
+  const missing = ['webgpu', '@tensorflow/tfjs-backend-webgpu'].filter((p) => !isInstalled(p));
+  if (missing.length) return no(`not installed (npm install ${missing.join(' ')})`);
+
+  let gpu: GpuLike;
+  let adapter: AdapterLike | null;
+  try {
+    const webgpu = (await importOptional('webgpu')) as WebgpuModule;
+    // The GPU* classes must be globals for tfjs-backend-webgpu.
+    for (const [k, v] of Object.entries(webgpu.globals)) {
+      if (!(k in globalThis)) Object.defineProperty(globalThis, k, { value: v, writable: true, configurable: true });
+    }
+    gpu = webgpu.create([]);
+    adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch (e) {
+    return no(`Dawn (the webgpu package) failed to start (${firstLine(e)})`);
+  }
+  if (!adapter) return no('no GPU adapter');
+
+  const info: AdapterInfoLike = adapter.info ?? (await adapter.requestAdapterInfo?.().catch(() => undefined)) ?? {};
+  const adapterName =
+    [info.description, info.device, info.vendor].find((s) => typeof s === 'string' && s.length > 0) ?? 'unnamed adapter';
+  const cpuFallback =
+    adapter.isFallbackAdapter === true ||
+    info.isFallbackAdapter === true ||
+    CPU_ADAPTER.test([info.vendor, info.architecture, info.device, info.description].join(' '));
+
+  // tfjs-backend-webgpu registers itself at import time only if navigator.gpu exists.
+  setNavigatorGpu(gpu);
+  try {
+    await importOptional('@tensorflow/tfjs-backend-webgpu');
+  } catch (e) {
+    return no(`@tensorflow/tfjs-backend-webgpu failed to load (${firstLine(e)})`);
+  }
+  if (tf.findBackendFactory(name) == null) return no('@tensorflow/tfjs-backend-webgpu registered no backend');
+
+  if (cpuFallback) {
+    return {
+      name,
+      available: false,
+      usableIfRequested: true,
+      detail: `adapter is a CPU fallback (${adapterName})`,
+      inUseDetail: `webgpu on ${adapterName} (a CPU fallback adapter)`,
+    };
+  }
+  return { name, available: true, usableIfRequested: true, detail: `webgpu on ${adapterName}` };
+}
+
+function setNavigatorGpu(gpu: GpuLike): void {
+  const g = globalThis as { navigator?: { gpu?: unknown } };
+  if (g.navigator) {
+    // Node ≥ 21 has a navigator of its own, without gpu.
+    Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true, writable: true });
+  } else {
+    Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
+  }
+}
+
+async function wasmDetail(): Promise<string> {
+  const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) === true;
+  let threads = 1; // what tfjs-backend-wasm uses in Node (see the top of this file)
+  try {
+    threads = getThreadsCount(); // throws until the wasm backend has started
+  } catch {
+    // not started yet
+  }
+  return `wasm, ${simd ? 'SIMD' : 'no SIMD'}, ${threads} thread${threads === 1 ? '' : 's'}`;
+}

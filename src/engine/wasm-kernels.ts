@@ -1,0 +1,497 @@
+/**
+ * Convolution gradient kernels for the tfjs WASM backend.
+ *
+ * tfjs-backend-wasm 4.22 has no `Conv2DBackpropFilter`, `DepthwiseConv2dNativeBackpropFilter` or
+ * `DepthwiseConv2dNativeBackpropInput`, so `tf.grad` through a conv layer's weights aborts there.
+ * Its own `Conv2DBackpropInput` exists but is a naive C++ loop (6.6 s for VGG16 block5 at batch 16).
+ * This module registers all four for backendName 'wasm':
+ *
+ * - dense convolutions are turned into matrix products run by the backend's own `BatchMatMul`
+ *   kernel (XNNPACK, SIMD, ~8 GMAC/s on one core), with the gathering/scattering done in JS;
+ * - depthwise convolutions are plain JS loops (small and memory-bound), except the input gradient
+ *   at stride 1 and multiplier 1, which is the backend's own depthwise convolution of dy with the
+ *   filter flipped in space.
+ *
+ * Layout NHWC only, dilations 1, padding 'valid' | 'same' | number | explicit, strides any,
+ * depthwise channel multiplier ≥ 1.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+
+type TensorInfo = tf.TensorInfo;
+type Shape4 = [number, number, number, number];
+type Pad = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
+type Rounding = 'floor' | 'round' | 'ceil' | undefined;
+
+/** The kernels this module provides for the 'wasm' backend. */
+export const WASM_TRAINING_KERNELS = [
+  tf.Conv2DBackpropFilter,
+  tf.Conv2DBackpropInput,
+  tf.DepthwiseConv2dNativeBackpropFilter,
+  tf.DepthwiseConv2dNativeBackpropInput,
+] as const;
+
+/**
+ * Registers the convolution gradient kernels for the 'wasm' backend (replacing its slow
+ * `Conv2DBackpropInput`). Idempotent; may be called before or after the backend is initialised.
+ */
+export function registerWasmTrainingKernels(): void {
+  for (const config of KERNEL_CONFIGS) {
+    const existing = tf.getKernel(config.kernelName, 'wasm');
+    if (existing?.kernelFunc === config.kernelFunc) continue;
+    // Replacing a registered kernel without unregistering it first makes tfjs log a warning.
+    if (existing) tf.unregisterKernel(config.kernelName, 'wasm');
+    tf.registerKernel(config);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers around the wasm backend's memory. Every tensor lives in the WASM heap; allocating one
+// may grow the heap and detach every typed-array view taken before, so views are always taken
+// (via `f32`) after the last allocation that precedes their use.
+
+function f32(backend: BackendWasm, info: TensorInfo): Float32Array {
+  return backend.typedArrayFromHeap(info) as Float32Array;
+}
+
+function alloc(backend: BackendWasm, shape: number[]): TensorInfo {
+  return backend.makeOutput(shape, 'float32');
+}
+
+function free(backend: BackendWasm, info: TensorInfo): void {
+  backend.disposeData(info.dataId);
+}
+
+/** The same data seen with another shape (no copy; only for passing to a kernel). */
+function view(info: TensorInfo, shape: number[]): TensorInfo {
+  return { dataId: info.dataId, shape, dtype: info.dtype };
+}
+
+/** A fresh copy: the wasm MatMul caches XNNPACK's packed copy of its `b` operand by tensor id, so a
+ * `b` must be a tensor that no other product has used with another shape; a private copy is. */
+function copy(backend: BackendWasm, info: TensorInfo, shape: number[]): TensorInfo {
+  const out = alloc(backend, shape);
+  f32(backend, out).set(f32(backend, info));
+  return out;
+}
+
+function runWasmKernel(
+  backend: BackendWasm,
+  name: string,
+  inputs: tf.NamedTensorInfoMap,
+  attrs: tf.NamedAttrMap,
+): TensorInfo {
+  const kernel = tf.getKernel(name, 'wasm');
+  if (!kernel) throw new Error(`The wasm backend has no ${name} kernel.`);
+  return kernel.kernelFunc({ inputs, backend, attrs }) as TensorInfo;
+}
+
+/** a [M, K] · b [K, N] → [M, N] by the backend's XNNPACK product (only the untransposed form is
+ * fast: with transposeA/B the wasm backend falls back to a naive loop). */
+function matMul(backend: BackendWasm, a: TensorInfo, b: TensorInfo): TensorInfo {
+  const out = runWasmKernel(backend, tf.BatchMatMul, { a, b }, { transposeA: false, transposeB: false });
+  return view(out, [a.shape[0]!, b.shape[1]!]);
+}
+
+/** x [R, C] → [C, R] by the backend's C++ transpose. */
+function transpose2d(backend: BackendWasm, x: TensorInfo): TensorInfo {
+  return runWasmKernel(backend, tf.Transpose, { x }, { perm: [1, 0] });
+}
+
+function assertFloat32(kernel: string, ...infos: TensorInfo[]): void {
+  for (const info of infos) {
+    if (info.dtype !== 'float32') throw new Error(`${kernel} on wasm supports float32 only, got ${info.dtype}.`);
+  }
+}
+
+function assertNoDilation(kernel: string, dilations: number | [number, number] | undefined): void {
+  const [dh, dw] = typeof dilations === 'number' ? [dilations, dilations] : (dilations ?? [1, 1]);
+  if (dh !== 1 || dw !== 1) {
+    throw new Error(`${kernel} on wasm supports dilations 1 only, got [${dh}, ${dw}].`);
+  }
+}
+
+function assertNHWC(kernel: string, dataFormat: string | undefined): void {
+  if (dataFormat !== undefined && dataFormat !== 'NHWC') {
+    throw new Error(`${kernel} on wasm supports dataFormat NHWC only, got ${dataFormat}.`);
+  }
+}
+
+function convInfo(
+  xShape: number[],
+  filterShape: number[],
+  strides: number | [number, number],
+  dilations: number | [number, number],
+  pad: Pad,
+  rounding: Rounding,
+  depthwise: boolean,
+): tf.backend_util.Conv2DInfo {
+  return tf.backend_util.computeConv2DInfo(
+    xShape as Shape4,
+    filterShape as Shape4,
+    strides,
+    dilations,
+    pad,
+    rounding,
+    depthwise,
+    'channelsLast',
+  );
+}
+
+/** True when the convolution is a plain per-pixel matrix product (1×1, stride 1, no padding). */
+function isPointwise(info: tf.backend_util.Conv2DInfo): boolean {
+  return (
+    info.filterHeight === 1 &&
+    info.filterWidth === 1 &&
+    info.strideHeight === 1 &&
+    info.strideWidth === 1 &&
+    info.padInfo.top === 0 &&
+    info.padInfo.left === 0 &&
+    info.outHeight === info.inHeight &&
+    info.outWidth === info.inWidth
+  );
+}
+
+// Hot inner loops, kept in small monomorphic functions unrolled by 4: V8 optimises these far
+// better than the same loop inlined at the bottom of a deep loop nest (measured 2-4× faster).
+
+/** dst[d + k] += src[s + k] for k < len. */
+function addRow(dst: Float32Array, d: number, src: Float32Array, s: number, len: number): void {
+  let k = 0;
+  for (; k + 4 <= len; k += 4) {
+    dst[d + k] += src[s + k]!;
+    dst[d + k + 1] += src[s + k + 1]!;
+    dst[d + k + 2] += src[s + k + 2]!;
+    dst[d + k + 3] += src[s + k + 3]!;
+  }
+  for (; k < len; k++) dst[d + k] += src[s + k]!;
+}
+
+/** acc[o + k] += a[i + k] · b[j + k] for k < len, accumulating in float64. */
+function mulAdd64(
+  acc: Float64Array, o: number, a: Float32Array, i: number, b: Float32Array, j: number, len: number,
+): void {
+  let k = 0;
+  for (; k + 4 <= len; k += 4) {
+    acc[o + k] += a[i + k]! * b[j + k]!;
+    acc[o + k + 1] += a[i + k + 1]! * b[j + k + 1]!;
+    acc[o + k + 2] += a[i + k + 2]! * b[j + k + 2]!;
+    acc[o + k + 3] += a[i + k + 3]! * b[j + k + 3]!;
+  }
+  for (; k < len; k++) acc[o + k] += a[i + k]! * b[j + k]!;
+}
+
+/** acc[o + k] += a[i + k] · b[j + k] for k < len, in float32. */
+function mulAdd32(
+  acc: Float32Array, o: number, a: Float32Array, i: number, b: Float32Array, j: number, len: number,
+): void {
+  let k = 0;
+  for (; k + 4 <= len; k += 4) {
+    acc[o + k] += a[i + k]! * b[j + k]!;
+    acc[o + k + 1] += a[i + k + 1]! * b[j + k + 1]!;
+    acc[o + k + 2] += a[i + k + 2]! * b[j + k + 2]!;
+    acc[o + k + 3] += a[i + k + 3]! * b[j + k + 3]!;
+  }
+  for (; k < len; k++) acc[o + k] += a[i + k]! * b[j + k]!;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv2DBackpropFilter: dW[kh, kw] = Xₖᵀ · dY, where Xₖ [P, Ci] holds, for every output pixel p,
+// the input pixel that kernel tap (kh, kw) saw (zeros for padding), and P = N·OH·OW.
+
+function conv2DBackpropFilter(args: {
+  inputs: tf.NamedTensorInfoMap;
+  backend: BackendWasm;
+  attrs: tf.NamedAttrMap;
+}): TensorInfo {
+  const { backend } = args;
+  const x = args.inputs.x!;
+  const dy = args.inputs.dy!;
+  const attrs = args.attrs as unknown as tf.Conv2DBackpropFilterAttrs;
+  const name = tf.Conv2DBackpropFilter;
+  assertFloat32(name, x, dy);
+  assertNHWC(name, attrs.dataFormat);
+  const info = convInfo(x.shape, attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false);
+  const { batchSize: n, inHeight: h, inWidth: w, inChannels: ci, outHeight: oh, outWidth: ow } = info;
+  const { outChannels: co, strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
+  const { top, left } = info.padInfo;
+  const p = n * oh * ow;
+
+  if (isPointwise(info) && co > ci) {
+    // dWᵀ = dYᵀ · X: XNNPACK repacks its b operand on every call, so b is the smaller matrix.
+    const dyT = transpose2d(backend, view(dy, [p, co]));
+    const xMat = copy(backend, x, [p, ci]);
+    const dWT = matMul(backend, dyT, xMat); // [co, ci]
+    free(backend, dyT);
+    free(backend, xMat);
+    const dW = transpose2d(backend, dWT);
+    free(backend, dWT);
+    return view(dW, attrs.filterShape);
+  }
+  const dyMat = copy(backend, dy, [p, co]);
+  if (isPointwise(info)) {
+    const xT = transpose2d(backend, view(x, [p, ci]));
+    const dW = matMul(backend, xT, dyMat);
+    free(backend, xT);
+    free(backend, dyMat);
+    return view(dW, attrs.filterShape);
+  }
+
+  const dW = alloc(backend, attrs.filterShape);
+  for (let fy = 0; fy < kh; fy++) {
+    for (let fx = 0; fx < kw; fx++) {
+      const cols = alloc(backend, [p, ci]);
+      {
+        const colV = f32(backend, cols);
+        const xV = f32(backend, x);
+        for (let b = 0; b < n; b++) {
+          for (let y = 0; y < oh; y++) {
+            const iy = y * sh - top + fy;
+            const rowStart = ((b * oh + y) * ow) * ci;
+            if (iy < 0 || iy >= h) {
+              colV.fill(0, rowStart, rowStart + ow * ci);
+              continue;
+            }
+            const xRow = (b * h + iy) * w;
+            for (let xo = 0; xo < ow; xo++) {
+              const ix = xo * sw - left + fx;
+              const dst = rowStart + xo * ci;
+              if (ix < 0 || ix >= w) colV.fill(0, dst, dst + ci);
+              else {
+                const src = (xRow + ix) * ci;
+                colV.set(xV.subarray(src, src + ci), dst);
+              }
+            }
+          }
+        }
+      }
+      const colsT = transpose2d(backend, cols);
+      free(backend, cols);
+      const tap = matMul(backend, colsT, dyMat); // [ci, co]
+      free(backend, colsT);
+      f32(backend, dW).set(f32(backend, tap), (fy * kw + fx) * ci * co);
+      free(backend, tap);
+    }
+  }
+  free(backend, dyMat);
+  return dW;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv2DBackpropInput: dX = Σₖ scatter(dY · W[kh, kw]ᵀ), each product [P, Co]·[Co, Ci] adding its
+// rows into the input pixels that tap (kh, kw) read in the forward pass.
+
+function conv2DBackpropInput(args: {
+  inputs: tf.NamedTensorInfoMap;
+  backend: BackendWasm;
+  attrs: tf.NamedAttrMap;
+}): TensorInfo {
+  const { backend } = args;
+  const dy = args.inputs.dy!;
+  const filter = args.inputs.filter!;
+  const attrs = args.attrs as unknown as tf.Conv2DBackpropInputAttrs;
+  const name = tf.Conv2DBackpropInput;
+  assertFloat32(name, dy, filter);
+  assertNHWC(name, attrs.dataFormat);
+  const info = convInfo(attrs.inputShape, filter.shape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false);
+  const { batchSize: n, inHeight: h, inWidth: w, inChannels: ci, outHeight: oh, outWidth: ow } = info;
+  const { outChannels: co, strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
+  const { top, left } = info.padInfo;
+  const p = n * oh * ow;
+  const dyMat = view(dy, [p, co]);
+
+  /** W[fy, fx] transposed to [co, ci], as a fresh tensor (see `copy`). */
+  const tapWeightsT = (fy: number, fx: number): TensorInfo => {
+    const wT = alloc(backend, [co, ci]);
+    const wTV = f32(backend, wT);
+    const wV = f32(backend, filter);
+    const base = (fy * kw + fx) * ci * co;
+    for (let c = 0; c < ci; c++) {
+      const row = base + c * co;
+      for (let o = 0; o < co; o++) wTV[o * ci + c] = wV[row + o]!;
+    }
+    return wT;
+  };
+
+  if (isPointwise(info)) {
+    const wT = tapWeightsT(0, 0);
+    const dX = matMul(backend, dyMat, wT);
+    free(backend, wT);
+    return view(dX, attrs.inputShape);
+  }
+
+  const dX = alloc(backend, attrs.inputShape);
+  f32(backend, dX).fill(0);
+  for (let fy = 0; fy < kh; fy++) {
+    for (let fx = 0; fx < kw; fx++) {
+      const wT = tapWeightsT(fy, fx);
+      const tap = matMul(backend, dyMat, wT); // [p, ci]
+      free(backend, wT);
+      const dXV = f32(backend, dX);
+      const tapV = f32(backend, tap);
+      for (let b = 0; b < n; b++) {
+        for (let y = 0; y < oh; y++) {
+          const iy = y * sh - top + fy;
+          if (iy < 0 || iy >= h) continue;
+          const xRow = (b * h + iy) * w;
+          const tapRow = (b * oh + y) * ow;
+          for (let xo = 0; xo < ow; xo++) {
+            const ix = xo * sw - left + fx;
+            if (ix < 0 || ix >= w) continue;
+            const dst = (xRow + ix) * ci;
+            const src = (tapRow + xo) * ci;
+            addRow(dXV, dst, tapV, src, ci);
+          }
+        }
+      }
+      free(backend, tap);
+    }
+  }
+  return dX;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise: output channel c·M + m is input channel c convolved with filter[:, :, c, m].
+// Loops run over channels innermost, so every access walks contiguous memory.
+
+function depthwiseConv2dNativeBackpropFilter(args: {
+  inputs: tf.NamedTensorInfoMap;
+  backend: BackendWasm;
+  attrs: tf.NamedAttrMap;
+}): TensorInfo {
+  const { backend } = args;
+  const x = args.inputs.x!;
+  const dy = args.inputs.dy!;
+  const attrs = args.attrs as unknown as tf.DepthwiseConv2dNativeBackpropFilterAttrs;
+  const name = tf.DepthwiseConv2dNativeBackpropFilter;
+  assertFloat32(name, x, dy);
+  assertNoDilation(name, attrs.dilations);
+  const info = convInfo(x.shape, attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, true);
+  const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow } = info;
+  const { outChannels: co, strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
+  const { top, left } = info.padInfo;
+  const m = co / c;
+
+  // Sums run over N·OH·OW terms: accumulate in float64 like the cpu backend does.
+  const acc = new Float64Array(kh * kw * co);
+  const xV = f32(backend, x);
+  const dyV = f32(backend, dy);
+  for (let b = 0; b < n; b++) {
+    for (let y = 0; y < oh; y++) {
+      for (let fy = 0; fy < kh; fy++) {
+        const iy = y * sh - top + fy;
+        if (iy < 0 || iy >= h) continue;
+        const xRow = (b * h + iy) * w;
+        for (let xo = 0; xo < ow; xo++) {
+          const dyBase = ((b * oh + y) * ow + xo) * co;
+          for (let fx = 0; fx < kw; fx++) {
+            const ix = xo * sw - left + fx;
+            if (ix < 0 || ix >= w) continue;
+            const xBase = (xRow + ix) * c;
+            const aBase = (fy * kw + fx) * co;
+            if (m === 1) mulAdd64(acc, aBase, xV, xBase, dyV, dyBase, c);
+            else {
+              for (let k = 0; k < c; k++) {
+                const xv = xV[xBase + k]!;
+                const o = k * m;
+                for (let q = 0; q < m; q++) acc[aBase + o + q] += xv * dyV[dyBase + o + q]!;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  const dW = alloc(backend, attrs.filterShape);
+  f32(backend, dW).set(acc);
+  return dW;
+}
+
+function depthwiseConv2dNativeBackpropInput(args: {
+  inputs: tf.NamedTensorInfoMap;
+  backend: BackendWasm;
+  attrs: tf.NamedAttrMap;
+}): TensorInfo {
+  const { backend } = args;
+  const dy = args.inputs.dy!;
+  const filter = args.inputs.filter!;
+  const attrs = args.attrs as unknown as tf.DepthwiseConv2dNativeBackpropInputAttrs;
+  const name = tf.DepthwiseConv2dNativeBackpropInput;
+  assertFloat32(name, dy, filter);
+  assertNoDilation(name, attrs.dilations);
+  const info = convInfo(attrs.inputShape, filter.shape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, true);
+  const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow } = info;
+  const { outChannels: co, strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
+  const { top, left } = info.padInfo;
+  const m = co / c;
+  const { bottom, right } = info.padInfo;
+
+  // Stride 1, multiplier 1 (every MobileNetV2 depthwise layer but four): dX is the forward
+  // depthwise convolution of dy with the filter flipped in space, which XNNPACK runs ~5× faster.
+  if (sh === 1 && sw === 1 && m === 1 && Math.max(top, bottom) < kh && Math.max(left, right) < kw) {
+    const flipped = alloc(backend, filter.shape);
+    {
+      const fV = f32(backend, flipped);
+      const wV = f32(backend, filter);
+      for (let fy = 0; fy < kh; fy++) {
+        for (let fx = 0; fx < kw; fx++) {
+          const src = ((kh - 1 - fy) * kw + (kw - 1 - fx)) * c;
+          fV.set(wV.subarray(src, src + c), (fy * kw + fx) * c);
+        }
+      }
+    }
+    const pad = [[0, 0], [kh - 1 - top, kh - 1 - bottom], [kw - 1 - left, kw - 1 - right], [0, 0]];
+    const dX = runWasmKernel(backend, tf.DepthwiseConv2dNative, { x: dy, filter: flipped }, { strides: 1, pad, dilations: 1 });
+    free(backend, flipped);
+    return dX;
+  }
+
+  const dX = alloc(backend, attrs.inputShape);
+  const dXV = f32(backend, dX);
+  dXV.fill(0);
+  const dyV = f32(backend, dy);
+  const wV = f32(backend, filter);
+  for (let b = 0; b < n; b++) {
+    for (let y = 0; y < oh; y++) {
+      for (let fy = 0; fy < kh; fy++) {
+        const iy = y * sh - top + fy;
+        if (iy < 0 || iy >= h) continue;
+        const xRow = (b * h + iy) * w;
+        for (let xo = 0; xo < ow; xo++) {
+          const dyBase = ((b * oh + y) * ow + xo) * co;
+          for (let fx = 0; fx < kw; fx++) {
+            const ix = xo * sw - left + fx;
+            if (ix < 0 || ix >= w) continue;
+            const xBase = (xRow + ix) * c;
+            const wBase = (fy * kw + fx) * co;
+            if (m === 1) mulAdd32(dXV, xBase, dyV, dyBase, wV, wBase, c);
+            else {
+              for (let k = 0; k < c; k++) {
+                const o = k * m;
+                let s = 0;
+                for (let q = 0; q < m; q++) s += dyV[dyBase + o + q]! * wV[wBase + o + q]!;
+                dXV[xBase + k] += s;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return dX;
+}
+
+const KERNEL_CONFIGS: tf.KernelConfig[] = [
+  { kernelName: tf.Conv2DBackpropFilter, backendName: 'wasm', kernelFunc: conv2DBackpropFilter as unknown as tf.KernelFunc },
+  { kernelName: tf.Conv2DBackpropInput, backendName: 'wasm', kernelFunc: conv2DBackpropInput as unknown as tf.KernelFunc },
+  {
+    kernelName: tf.DepthwiseConv2dNativeBackpropFilter,
+    backendName: 'wasm',
+    kernelFunc: depthwiseConv2dNativeBackpropFilter as unknown as tf.KernelFunc,
+  },
+  {
+    kernelName: tf.DepthwiseConv2dNativeBackpropInput,
+    backendName: 'wasm',
+    kernelFunc: depthwiseConv2dNativeBackpropInput as unknown as tf.KernelFunc,
+  },
+];

@@ -1,0 +1,460 @@
+import { promises as fs } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { resolveImagenetWeights } from './backbones/imagenet.js';
+import { channelMean, withDatasetMean, type Preprocessing } from './backbones/preprocess.js';
+import { getBackbone, validateBackboneOptions } from './backbones/registry.js';
+import type { BackboneSpec } from './backbones/types.js';
+import { loadBackboneWeights } from './backbones/weights.js';
+import { loadImageData, type ImageData } from './data/image-data.js';
+import { discoverLayout } from './data/layout.js';
+import type { AugmentLevel, ResizeMode } from './data/types.js';
+import { initEngine, type BackendRequest, type EngineInfo } from './engine/backend.js';
+import { FinetuneError, UsageError } from './errors.js';
+import { isEmptyOrMissing } from './io/atomic.js';
+import { saveModelDir } from './io/model-io.js';
+import {
+  RUN_FILES,
+  relativeName,
+  writeHistoryCsv,
+  writeJson,
+  writePredictionsCsv,
+  writeSkippedCsv,
+} from './io/run-outputs.js';
+import { silentReporter, type Reporter } from './reporter.js';
+import { balancedClassWeights, EarlyStopping, HistoryLogger, ModelCheckpoint, ReduceLROnPlateau } from './train/callbacks.js';
+import { attachHead } from './train/head.js';
+import { Learner, type Callback, type EpochLogs } from './train/learner.js';
+import { classificationMetrics, type ClassificationMetrics } from './train/metrics.js';
+
+/** Everything `finetune <data>` can be told; every field but `data` has a default. */
+export interface FineTuneOptions {
+  /** Data folder: train/<class>/…, optional valid|validation|val/<class>/…, optional test/. */
+  data: string;
+  /** Output folder (default ./finetune-out). */
+  out?: string;
+  /** Replace the outputs of an earlier run in `out`. */
+  overwrite?: boolean;
+  backbone?: string;
+  /** MobileNetV2 width multiplier. */
+  alpha?: number;
+  imageSize?: number;
+  /** 'imagenet' (cache, ~/.keras/models, or download), 'none' (random), or a path to .h5 / tfjs model weights. */
+  weights?: string;
+  /** Fraction of train held out for validation when there is no valid/ folder. */
+  valSplit?: number;
+  resize?: ResizeMode;
+  /** The backbone's own preprocessing, or the training set's per-channel mean subtracted instead. */
+  preprocess?: 'backbone' | 'dataset-mean';
+  augment?: AugmentLevel;
+  /** Stage 1 (frozen backbone) epochs. */
+  epochs?: number;
+  lr?: number;
+  batchSize?: number;
+  dropout?: number;
+  /** Stage 2: how many top backbone blocks to unfreeze. */
+  unfreeze?: number;
+  /** Stage 2: unfreeze every layer from this one up (overrides `unfreeze`). */
+  unfreezeFrom?: string;
+  /** Stage 2 epochs; 0 skips stage 2. */
+  fineTuneEpochs?: number;
+  /** Stage 2 learning rate (default lr / 10). */
+  fineTuneLr?: number;
+  /** BatchNormalization in training mode while fine-tuning (default: inference mode). */
+  trainBatchNorm?: boolean;
+  /** Early-stopping patience in epochs (per stage). */
+  patience?: number;
+  classWeight?: 'auto' | 'none';
+  seed?: number;
+  backend?: BackendRequest;
+  /** Where progress goes (default: nowhere). */
+  reporter?: Reporter;
+  /** Extra callbacks for the training loop. */
+  callbacks?: Callback[];
+}
+
+/** The options after defaults, as recorded in finetune.json. */
+export type ResolvedOptions = Required<Omit<FineTuneOptions, 'reporter' | 'callbacks' | 'unfreezeFrom'>> & {
+  unfreezeFrom?: string;
+};
+
+export interface FineTuneResult {
+  out: string;
+  classes: string[];
+  engine: EngineInfo;
+  history: EpochLogs[];
+  /** Validation metrics of the final (best) model; undefined without a validation set. */
+  metrics?: ClassificationMetrics;
+  /** Predictions for the test images. */
+  predictions: { file: string; label: string; confidence: number; probabilities: number[] }[];
+  skipped: number;
+  seconds: number;
+}
+
+export const DEFAULTS = {
+  out: './finetune-out',
+  overwrite: false,
+  backbone: 'mobilenetv2',
+  weights: 'imagenet',
+  valSplit: 0.2,
+  resize: 'stretch',
+  preprocess: 'backbone',
+  augment: 'light',
+  epochs: 10,
+  lr: 1e-3,
+  batchSize: 32,
+  dropout: 0.2,
+  unfreeze: 2,
+  fineTuneEpochs: 5,
+  trainBatchNorm: false,
+  patience: 5,
+  classWeight: 'auto',
+  seed: 42,
+  backend: 'auto',
+} as const;
+
+/**
+ * The whole job in one call: find and decode the images, build the backbone with its pretrained
+ * weights, train a new head on the frozen backbone (stage 1), fine-tune the top blocks at a lower
+ * learning rate (stage 2), then write the model, metrics and predictions into `out`.
+ *
+ * Each step is exported on its own (discoverLayout, loadImageData, the backbone registry,
+ * loadBackboneWeights, attachHead, Learner, the callbacks) for people who want to change one.
+ */
+export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult> {
+  const started = performance.now();
+  const reporter = options.reporter ?? silentReporter;
+  const spec = getBackbone(options.backbone ?? DEFAULTS.backbone);
+  const opts = resolveOptions(options, spec);
+  const dataRoot = path.resolve(opts.data);
+  const out = path.resolve(opts.out);
+  await prepareOutputFolder(out, dataRoot, opts.overwrite);
+
+  const engine = await initEngine(opts.backend);
+  reporter.info(`backend: ${engine.detail}`);
+
+  const layout = await discoverLayout(dataRoot, { valSplit: opts.valSplit, seed: opts.seed });
+  for (const warning of layout.warnings ?? []) reporter.warn(warning);
+  const decodeTask = reporter.task('decoding', layout.train.length + layout.valid.length + layout.test.length, 'images');
+  const data = await loadImageData(layout, {
+    size: opts.imageSize,
+    resize: opts.resize,
+    onProgress: (done) => decodeTask.update(done),
+  });
+  decodeTask.finish(
+    `decoded ${data.train.images.length} train, ${data.valid.images.length} validation (${layout.validSource}), ` +
+      `${data.test.images.length} test images; ${data.skipped.length} skipped`,
+  );
+  checkUsable(data);
+  for (const s of data.skipped.slice(0, 5)) reporter.warn(`skipped ${relativeName(dataRoot, s.path)}: ${s.reason}`);
+  if (data.skipped.length > 5) reporter.warn(`… and ${data.skipped.length - 5} more skipped files (see skipped.csv)`);
+
+  const fromScratch = opts.weights === 'none';
+  // From random weights every BN layer trains, and a few hundred steps must be enough for its
+  // moving averages to settle: Keras's 0.999 would leave them near their initial values.
+  const backbone = spec.build({ alpha: opts.alpha, imageSize: opts.imageSize, batchNormMomentum: fromScratch ? 0.9 : undefined });
+  const weightsSource = await loadWeights(backbone, spec, opts, reporter);
+  const model = attachHead(backbone, { numClasses: data.classes.length, dropout: opts.dropout, seed: opts.seed });
+
+  const preprocessing: Preprocessing =
+    opts.preprocess === 'dataset-mean' ? withDatasetMean(spec.preprocessing, channelMean(data.train.images)) : spec.preprocessing;
+  const classWeights = opts.classWeight === 'auto' ? balancedClassWeights(data.train.labels, data.classes.length) : undefined;
+
+  const files = (name: string) => path.join(out, name);
+  await fs.mkdir(out, { recursive: true });
+  const config = runConfig({ opts, spec, data, layoutInfo: layout, preprocessing, engine, weightsSource, dataRoot });
+  const hasValid = data.valid.images.length > 0;
+  const monitor = hasValid ? 'valLoss' : 'loss';
+  const earlyStopping = new EarlyStopping({ patience: opts.patience, monitor });
+  const callbacks: Callback[] = [
+    earlyStopping,
+    new ReduceLROnPlateau({ patience: Math.max(1, Math.ceil(opts.patience / 2)), monitor }),
+    new ModelCheckpoint(async (_ctx, logs) => {
+      await saveModelDir(model, files(RUN_FILES.model));
+      await writeJson(files(RUN_FILES.config), { ...config, checkpoint: { stage: logs.stage, epoch: logs.epoch } });
+    }, { monitor }),
+    new HistoryLogger((history) => writeHistoryCsv(files(RUN_FILES.history), history)),
+    progressCallback(reporter),
+    ...(options.callbacks ?? []),
+  ];
+  const learner = new Learner(model, spec.blocks({ alpha: opts.alpha, imageSize: opts.imageSize }), data, preprocessing, {
+    batchSize: opts.batchSize,
+    augment: opts.augment,
+    seed: opts.seed,
+    classWeights,
+    // Random weights carry no features worth freezing: train every layer, BatchNorm included.
+    trainBatchNorm: opts.trainBatchNorm || fromScratch,
+    dropout: opts.dropout,
+    callbacks,
+  });
+
+  const stageSeconds: number[] = [];
+  try {
+    let t = performance.now();
+    if (fromScratch) {
+      learner.unfreeze({ blocks: Number.MAX_SAFE_INTEGER });
+      reporter.info(`training every layer of ${spec.name} from random weights for up to ${opts.epochs} epochs (lr ${opts.lr}); no stage 2`);
+    } else {
+      reporter.info(`stage 1: training the head on the frozen ${spec.name} for up to ${opts.epochs} epochs (lr ${opts.lr})`);
+    }
+    await learner.fit(opts.epochs, opts.lr, 1);
+    stageSeconds.push((performance.now() - t) / 1000);
+
+    if (opts.fineTuneEpochs > 0 && !fromScratch) {
+      t = performance.now();
+      const unfrozen = learner.unfreeze(
+        opts.unfreezeFrom !== undefined ? { fromLayer: opts.unfreezeFrom } : { blocks: opts.unfreeze },
+      );
+      reporter.info(
+        `stage 2: fine-tuning ${unfrozen.length} backbone layers (${unfrozen[0]} … ${unfrozen.at(-1)}) ` +
+          `for up to ${opts.fineTuneEpochs} epochs (lr ${opts.fineTuneLr})`,
+      );
+      await learner.fit(opts.fineTuneEpochs, opts.fineTuneLr, 2);
+      stageSeconds.push((performance.now() - t) / 1000);
+    }
+    learner.freeze();
+
+    // The model now holds the best epoch's weights (EarlyStopping restores them at each stage end).
+    let metrics: ClassificationMetrics | undefined;
+    if (hasValid) {
+      const probabilities = learner.predictProbabilities(data.valid);
+      metrics = classificationMetrics(probabilities, data.valid.labels, data.classes);
+    }
+    const predictions = predictTest(learner, data, dataRoot, reporter);
+    const best = earlyStopping.bestEpoch;
+    const finalConfig = {
+      ...config,
+      results: {
+        bestEpoch: best ?? null,
+        valAccuracy: metrics?.accuracy ?? null,
+        valLoss: metrics?.loss ?? null,
+        stageSeconds,
+        seconds: (performance.now() - started) / 1000,
+      },
+    };
+    await saveModelDir(model, files(RUN_FILES.model));
+    await writeJson(files(RUN_FILES.config), finalConfig);
+    await writeHistoryCsv(files(RUN_FILES.history), learner.history);
+    if (metrics) await writeJson(files(RUN_FILES.metrics), { classes: data.classes, ...metrics });
+    await writeSkippedCsv(files(RUN_FILES.skipped), data.skipped, dataRoot);
+    if (predictions.length > 0) {
+      await writePredictionsCsv(
+        files(RUN_FILES.predictions),
+        predictions.map((p) => ({ file: p.file, probabilities: p.probabilities })),
+        data.classes,
+      );
+    }
+    // A rerun with --overwrite must not leave an earlier run's files that this run did not write.
+    if (!metrics) await fs.rm(files(RUN_FILES.metrics), { force: true });
+    if (predictions.length === 0) await fs.rm(files(RUN_FILES.predictions), { force: true });
+
+    return {
+      out,
+      classes: data.classes,
+      engine,
+      history: learner.history,
+      metrics,
+      predictions,
+      skipped: data.skipped.length,
+      seconds: (performance.now() - started) / 1000,
+    };
+  } finally {
+    earlyStopping.disposeWeights();
+    learner.dispose();
+    model.dispose();
+  }
+}
+
+/** Applies defaults and checks every value, so a bad flag fails before any work (exit status 2). */
+export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = getBackbone(options.backbone ?? DEFAULTS.backbone)): ResolvedOptions {
+  const { alpha, imageSize } = validateBackboneOptions(spec, { alpha: options.alpha, imageSize: options.imageSize });
+  const lr = options.lr ?? DEFAULTS.lr;
+  const resolved: ResolvedOptions = {
+    data: options.data,
+    out: options.out ?? DEFAULTS.out,
+    overwrite: options.overwrite ?? DEFAULTS.overwrite,
+    backbone: spec.name,
+    alpha,
+    imageSize,
+    weights: options.weights ?? DEFAULTS.weights,
+    valSplit: options.valSplit ?? DEFAULTS.valSplit,
+    resize: options.resize ?? DEFAULTS.resize,
+    preprocess: options.preprocess ?? DEFAULTS.preprocess,
+    augment: options.augment ?? DEFAULTS.augment,
+    epochs: options.epochs ?? DEFAULTS.epochs,
+    lr,
+    batchSize: options.batchSize ?? DEFAULTS.batchSize,
+    dropout: options.dropout ?? DEFAULTS.dropout,
+    unfreeze: options.unfreeze ?? DEFAULTS.unfreeze,
+    fineTuneEpochs: options.fineTuneEpochs ?? DEFAULTS.fineTuneEpochs,
+    fineTuneLr: options.fineTuneLr ?? lr / 10,
+    trainBatchNorm: options.trainBatchNorm ?? DEFAULTS.trainBatchNorm,
+    patience: options.patience ?? DEFAULTS.patience,
+    classWeight: options.classWeight ?? DEFAULTS.classWeight,
+    seed: options.seed ?? DEFAULTS.seed,
+    backend: options.backend ?? DEFAULTS.backend,
+  };
+  if (options.unfreezeFrom !== undefined) resolved.unfreezeFrom = options.unfreezeFrom;
+  const check = (ok: boolean, flag: string, allowed: string, value: unknown) => {
+    if (!ok) throw new UsageError(`${flag} ${String(value)} is not valid: ${allowed}`);
+  };
+  const oneOf = (flag: string, value: string, allowed: readonly string[]) =>
+    check(allowed.includes(value), flag, `use one of ${allowed.join(', ')}`, value);
+  const wholeAtLeast = (flag: string, value: number, min: number) =>
+    check(Number.isInteger(value) && value >= min, flag, `use a whole number ≥ ${min}`, value);
+  const positive = (flag: string, value: number) => check(Number.isFinite(value) && value > 0, flag, 'use a number > 0', value);
+  check(resolved.valSplit >= 0 && resolved.valSplit < 1, '--val-split', 'use a fraction in [0, 1), e.g. 0.2', resolved.valSplit);
+  oneOf('--resize', resolved.resize, ['stretch', 'crop', 'pad']);
+  oneOf('--preprocess', resolved.preprocess, ['backbone', 'dataset-mean']);
+  oneOf('--augment', resolved.augment, ['none', 'light', 'strong']);
+  oneOf('--class-weight', resolved.classWeight, ['auto', 'none']);
+  oneOf('--backend', resolved.backend, ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']);
+  wholeAtLeast('--epochs', resolved.epochs, 1);
+  wholeAtLeast('--fine-tune-epochs', resolved.fineTuneEpochs, 0);
+  wholeAtLeast('--batch-size', resolved.batchSize, 1);
+  wholeAtLeast('--unfreeze', resolved.unfreeze, 1);
+  wholeAtLeast('--patience', resolved.patience, 1);
+  wholeAtLeast('--seed', resolved.seed, 0);
+  positive('--lr', resolved.lr);
+  positive('--fine-tune-lr', resolved.fineTuneLr);
+  check(resolved.dropout >= 0 && resolved.dropout < 1, '--dropout', 'use a rate in [0, 1)', resolved.dropout);
+  return resolved;
+}
+
+async function prepareOutputFolder(out: string, dataRoot: string, overwrite: boolean): Promise<void> {
+  const inside = path.relative(dataRoot, out);
+  if (inside === '' || (!inside.startsWith('..') && !path.isAbsolute(inside))) {
+    throw new UsageError(`--out ${out} is inside the data folder: finetune never writes into your data. Choose another --out.`);
+  }
+  if (!overwrite && !(await isEmptyOrMissing(out))) {
+    throw new UsageError(`the output folder ${out} is not empty: pass --overwrite to replace its run, or choose another --out.`);
+  }
+}
+
+function checkUsable(data: ImageData): void {
+  const counts = data.classes.map((_, c) => data.train.labels.filter((l) => l === c).length);
+  const empty = data.classes.filter((_, c) => counts[c] === 0);
+  if (empty.length > 0) {
+    throw new FinetuneError(
+      `no usable training images for class ${empty.map((c) => `'${c}'`).join(', ')} after skipping unreadable files (see the skipped list above).`,
+    );
+  }
+}
+
+async function loadWeights(backbone: tf.LayersModel, spec: BackboneSpec, opts: ResolvedOptions, reporter: Reporter): Promise<string> {
+  if (opts.weights === 'none') {
+    reporter.warn('--weights none: training from random weights; expect far lower accuracy than with pretrained weights.');
+    return 'none';
+  }
+  let file = opts.weights;
+  if (opts.weights === 'imagenet') {
+    const official = spec.imagenetWeights({ alpha: opts.alpha, imageSize: opts.imageSize });
+    if (!official) {
+      throw new UsageError(
+        `no ImageNet weights are published for ${spec.name} alpha=${opts.alpha} image size ${opts.imageSize}: ` +
+          `choose a published combination, or pass --weights <file> or --weights none.`,
+      );
+    }
+    let task: ReturnType<Reporter['task']> | undefined;
+    file = await resolveImagenetWeights(official, {
+      onProgress: (received, total) => {
+        task ??= reporter.task(`downloading ${official.fileName}`, total ?? 0, 'bytes');
+        task.update(received);
+      },
+    });
+    task?.finish(`downloaded ${official.fileName}`);
+  }
+  const report = await loadBackboneWeights(backbone, file);
+  reporter.info(
+    `weights: ${report.matched} tensors from ${file}` + (report.ignored.length > 0 ? ` (${report.ignored.length} not used: a head or top)` : ''),
+  );
+  return file;
+}
+
+function progressCallback(reporter: Reporter): Callback {
+  let task: ReturnType<Reporter['task']> | undefined;
+  const fmt = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(4));
+  return {
+    onEpochBegin(ctx) {
+      const batches = Math.ceil(ctx.learner.data.train.images.length / ctx.learner.options.batchSize);
+      task = reporter.task(`stage ${ctx.stage} epoch ${ctx.epoch}/${ctx.epochs}`, batches, 'batches');
+    },
+    onBatchEnd(_ctx, logs) {
+      task?.update(logs.batch, `loss ${fmt(logs.loss)} acc ${fmt(logs.accuracy)}`);
+    },
+    onEpochEnd(_ctx, logs) {
+      task?.finish(
+        `stage ${logs.stage} epoch ${logs.epoch}: loss ${fmt(logs.loss)} acc ${fmt(logs.accuracy)} ` +
+          `val_loss ${fmt(logs.valLoss)} val_acc ${fmt(logs.valAccuracy)} lr ${logs.lr.toExponential(1)} ${logs.seconds.toFixed(1)}s`,
+      );
+    },
+    onStageEnd(ctx) {
+      if (ctx.stopTraining) reporter.info(`stage ${ctx.stage}: stopped early after epoch ${ctx.epoch} (no improvement)`);
+    },
+  };
+}
+
+function predictTest(learner: Learner, data: ImageData, dataRoot: string, reporter: Reporter): FineTuneResult['predictions'] {
+  if (data.test.images.length === 0) return [];
+  const task = reporter.task('predicting test images', data.test.images.length, 'images');
+  const k = data.classes.length;
+  const probabilities = learner.predictProbabilities(data.test);
+  task.finish(`predicted ${data.test.images.length} test images`);
+  return data.test.paths.map((file, i) => {
+    const row = Array.from(probabilities.subarray(i * k, (i + 1) * k));
+    let best = 0;
+    for (let j = 1; j < k; j++) if (row[j]! > row[best]!) best = j;
+    return { file: relativeName(dataRoot, file), label: data.classes[best]!, confidence: row[best]!, probabilities: row };
+  });
+}
+
+const require = createRequire(import.meta.url);
+
+function versionOf(pkg: string): string | undefined {
+  try {
+    return (require(`${pkg}/package.json`) as { version: string }).version;
+  } catch {
+    return undefined;
+  }
+}
+
+function runConfig(args: {
+  opts: ResolvedOptions;
+  spec: BackboneSpec;
+  data: ImageData;
+  layoutInfo: { validSource: string; ignored: { hidden: number; notImage: number } };
+  preprocessing: Preprocessing;
+  engine: EngineInfo;
+  weightsSource: string;
+  dataRoot: string;
+}) {
+  const { opts, spec, data, layoutInfo, preprocessing, engine, weightsSource, dataRoot } = args;
+  const countPerClass = (labels: Int32Array) =>
+    Object.fromEntries(data.classes.map((name, c) => [name, labels.filter((l) => l === c).length]));
+  const { data: _data, out: _out, overwrite: _overwrite, ...training } = opts;
+  return {
+    format: 'finetune-model/1',
+    created: new Date().toISOString(),
+    classes: data.classes,
+    backbone: { name: spec.name, alpha: spec.alphas ? opts.alpha : undefined, weights: weightsSource },
+    input: { size: opts.imageSize, channels: 3, resize: opts.resize, preprocessing },
+    training,
+    data: {
+      root: dataRoot,
+      validSource: layoutInfo.validSource,
+      train: countPerClass(data.train.labels),
+      valid: countPerClass(data.valid.labels),
+      test: data.test.images.length,
+      skipped: data.skipped.length,
+      ignored: layoutInfo.ignored,
+    },
+    engine: { backend: engine.backend, detail: engine.detail },
+    versions: {
+      finetune: (require('../package.json') as { version: string }).version,
+      tfjs: tf.version.tfjs,
+      sharp: versionOf('sharp'),
+      node: process.versions.node,
+    },
+  };
+}

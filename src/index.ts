@@ -1,0 +1,53 @@
+/**
+ * finetune — fine-tune ImageNet-pretrained MobileNetV2 or VGG16 on a folder of labelled images.
+ *
+ * One call does the whole job (`fineTune`); every piece it is built from is exported too, so a
+ * script can run them one by one: discover → decode → build backbone → load weights → attach head
+ * → Learner.fit (stage 1) → Learner.unfreeze → Learner.fit (stage 2) → save.
+ */
+export { fineTune, resolveOptions, DEFAULTS } from './finetune.js';
+export type { FineTuneOptions, FineTuneResult, ResolvedOptions } from './finetune.js';
+export { FinetuneError, UsageError } from './errors.js';
+
+// Data
+export { discoverLayout } from './data/layout.js';
+export { decodeImage, decodeAll } from './data/decode.js';
+export type { DecodeOptions } from './data/decode.js';
+export { augmentImage } from './data/augment.js';
+export { loadImageData } from './data/image-data.js';
+export type { ImageData } from './data/image-data.js';
+export { imageBatch } from './data/batches.js';
+export type { ImageSet } from './data/batches.js';
+export { Rng } from './data/rng.js';
+export { makeShapesDataset } from './data/synthetic.js';
+export type { AugmentLevel, DatasetLayout, LabelledFile, ResizeMode, SkippedFile } from './data/types.js';
+
+// Backbones
+export { backbones, getBackbone, validateBackboneOptions } from './backbones/registry.js';
+export { mobileNetV2 } from './backbones/mobilenet_v2.js';
+export { vgg16 } from './backbones/vgg16.js';
+export { readWeightFile, assignWeights, loadBackboneWeights } from './backbones/weights.js';
+export { resolveImagenetWeights } from './backbones/imagenet.js';
+export {
+  CAFFE_PREPROCESSING,
+  MOBILENET_PREPROCESSING,
+  channelMean,
+  preprocessInto,
+  withDatasetMean,
+} from './backbones/preprocess.js';
+export type { Preprocessing } from './backbones/preprocess.js';
+export type { BackboneOptions, BackboneSpec, ImagenetWeightsFile } from './backbones/types.js';
+
+// Training
+export { attachHead, HEAD_LAYERS } from './train/head.js';
+export { Learner } from './train/learner.js';
+export type { BatchLogs, Callback, EpochLogs, LearnerData, LearnerOptions, TrainingContext } from './train/learner.js';
+export { EarlyStopping, HistoryLogger, ModelCheckpoint, ReduceLROnPlateau, balancedClassWeights } from './train/callbacks.js';
+export { classificationMetrics, rocAuc } from './train/metrics.js';
+export type { ClassificationMetrics, ClassMetrics } from './train/metrics.js';
+
+// Engine and files
+export { initEngine } from './engine/backend.js';
+export type { BackendName, BackendRequest, EngineInfo } from './engine/backend.js';
+export { loadModelDir, saveModelDir } from './io/model-io.js';
+export type { Reporter, ProgressTask } from './reporter.js';
