@@ -136,6 +136,12 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
 
   const layout = await discoverLayout(dataRoot, { valSplit: opts.valSplit, seed: opts.seed });
   for (const warning of layout.warnings ?? []) reporter.warn(warning);
+  // Weights before decoding: a missing or mismatched weights file should fail in seconds, not after.
+  const fromScratch = opts.weights === 'none';
+  // From random weights every BN layer trains, and a few hundred steps must be enough for its
+  // moving averages to settle: Keras's 0.999 would leave them near their initial values.
+  const backbone = spec.build({ alpha: opts.alpha, imageSize: opts.imageSize, batchNormMomentum: fromScratch ? 0.9 : undefined });
+  const weightsSource = await loadWeights(backbone, spec, opts, reporter);
   const decodeTask = reporter.task('decoding', layout.train.length + layout.valid.length + layout.test.length, 'images');
   const data = await loadImageData(layout, {
     size: opts.imageSize,
@@ -150,11 +156,6 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   for (const s of data.skipped.slice(0, 5)) reporter.warn(`skipped ${relativeName(dataRoot, s.path)}: ${s.reason}`);
   if (data.skipped.length > 5) reporter.warn(`… and ${data.skipped.length - 5} more skipped files (see skipped.csv)`);
 
-  const fromScratch = opts.weights === 'none';
-  // From random weights every BN layer trains, and a few hundred steps must be enough for its
-  // moving averages to settle: Keras's 0.999 would leave them near their initial values.
-  const backbone = spec.build({ alpha: opts.alpha, imageSize: opts.imageSize, batchNormMomentum: fromScratch ? 0.9 : undefined });
-  const weightsSource = await loadWeights(backbone, spec, opts, reporter);
   const model = attachHead(backbone, { numClasses: data.classes.length, dropout: opts.dropout, seed: opts.seed });
 
   const preprocessing: Preprocessing =

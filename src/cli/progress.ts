@@ -4,8 +4,10 @@ import type { ProgressTask, Reporter } from '../reporter.js';
 /**
  * The CLI's reporter. On a terminal: one live progress bar per task (with ETA), on stderr so that
  * stdout stays clean for results. Off a terminal (CI logs, pipes): plain lines, one per finished
- * task and one at most every 10 % of a long one — no carriage-return noise in log files.
+ * task and one every few seconds during a long one — no carriage-return noise in log files.
  */
+const PLAIN_PROGRESS_INTERVAL_MS = 5000;
+
 export function consoleReporter(options: { quiet?: boolean; stream?: NodeJS.WriteStream } = {}): Reporter {
   const stream = options.stream ?? process.stderr;
   const quiet = options.quiet ?? false;
@@ -22,12 +24,13 @@ export function consoleReporter(options: { quiet?: boolean; stream?: NodeJS.Writ
     task(label, total, unit = ''): ProgressTask {
       if (quiet) return { update() {}, finish() {} };
       if (!interactive || total <= 0) {
-        let nextReport = 0.1;
+        // Off a terminal: a line every few seconds for long tasks, and one when done.
+        let last = Date.now();
         return {
           update(done, status) {
-            if (total > 50 && done / total >= nextReport && done < total) {
+            if (done < total && Date.now() - last >= PLAIN_PROGRESS_INTERVAL_MS) {
+              last = Date.now();
               line(`${label}: ${done}/${total} ${unit}${status ? ` ${status}` : ''}`);
-              nextReport = Math.floor((done / total) * 10 + 1) / 10;
             }
           },
           finish(summary) {

@@ -211,11 +211,21 @@ function sharpErrorReason(err: unknown, input: Buffer): string {
     const kind = sniff(input);
     return `cannot decode: unsupported image format${kind ? ` (${kind})` : ''}`;
   }
-  if (/premature end|truncated|read error|unexpected end|end of (file|stream)/i.test(msg)) {
+  // libvips keeps its last error per thread; with several decodes in flight the text is sometimes
+  // lost ("Unknown error"), so look at the bytes: a JPEG or PNG without its end marker was cut off.
+  if (/premature end|truncated|read error|unexpected end|end of (file|stream)/i.test(msg) || (/unknown error/i.test(msg) && looksTruncated(input))) {
     return `cannot decode: truncated or corrupt file (${stripPrefix(msg)})`;
   }
   if (/exceeds pixel limit/i.test(msg)) return 'image too large (over sharp’s 268-megapixel limit)';
   return `cannot decode: ${stripPrefix(msg)}`;
+}
+
+function looksTruncated(b: Buffer): boolean {
+  const isJpeg = b.length > 3 && b[0] === 0xff && b[1] === 0xd8;
+  if (isJpeg) return !(b[b.length - 2] === 0xff && b[b.length - 1] === 0xd9);
+  const isPng = b.length > 8 && b.subarray(1, 4).toString('latin1') === 'PNG';
+  if (isPng) return b.subarray(b.length - 12).indexOf('IEND', 0, 'latin1') < 0;
+  return false;
 }
 
 function stripPrefix(msg: string): string {
