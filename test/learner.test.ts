@@ -100,6 +100,18 @@ describe('Learner (MobileNetV2 alpha 0.35, 96 px, wasm)', () => {
     model.dispose();
   });
 
+  it('unfreezes from a named layer up, and names the block starts when the layer is unknown', async () => {
+    const { learner, model } = await makeLearner();
+    const layers = learner.unfreeze({ fromLayer: 'block_15_expand' });
+    expect(layers[0]).toBe('block_15_expand');
+    expect(layers).toContain('block_16_project');
+    expect(layers.at(-1)).toBe('Conv_1_bn');
+    expect(learner.trainableLayers).toContain(HEAD_LAYERS.logits);
+    expect(() => learner.unfreeze({ fromLayer: 'block_99' })).toThrow(/block_99.*block_1_expand/);
+    learner.dispose();
+    model.dispose();
+  });
+
   it('with trainBatchNorm, unfrozen BN layers update their statistics and frozen ones do not', async () => {
     const { learner, model } = await makeLearner({ trainBatchNorm: true });
     learner.unfreeze({ blocks: 1 });
