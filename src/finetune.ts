@@ -357,6 +357,7 @@ async function loadWeights(backbone: tf.LayersModel, spec: BackboneSpec, opts: R
           `choose a published combination, or pass --weights <file> or --weights none.`,
       );
     }
+    if (official.note) reporter.info(official.note);
     let task: ReturnType<Reporter['task']> | undefined;
     file = await resolveImagenetWeights(official, {
       onProgress: (received, total) => {

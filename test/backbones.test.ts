@@ -131,7 +131,10 @@ describe('MobileNetV2', () => {
     );
     expect(mobileNetV2Spec.imagenetWeights({ alpha: 0.5, imageSize: 128 })?.fileName).toContain('_0.5_128_no_top.h5');
     expect(mobileNetV2Spec.imagenetWeights({ alpha: 1.4, imageSize: 160 })?.fileName).toContain('_1.4_160_no_top.h5');
-    expect(mobileNetV2Spec.imagenetWeights({ alpha: 1.0, imageSize: 200 })).toBeUndefined();
+    // Unpublished sizes get the 224 file, as Keras does, with a note saying so.
+    const at320 = mobileNetV2Spec.imagenetWeights({ alpha: 1.0, imageSize: 320 });
+    expect(at320?.fileName).toBe('mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5');
+    expect(at320?.note).toMatch(/224 ones for 320/);
     expect(mobileNetV2Spec.imagenetWeights({ alpha: 0.6, imageSize: 224 })).toBeUndefined();
     expect(mobileNetV2Spec.preprocessing).toBe(MOBILENET_PREPROCESSING);
   });
@@ -204,7 +207,8 @@ describe('registry', () => {
     expect(validateBackboneOptions(mnv2, {})).toEqual({ alpha: 1.0, imageSize: 224 });
     expect(validateBackboneOptions(mnv2, { alpha: 0.35, imageSize: 96 })).toEqual({ alpha: 0.35, imageSize: 96 });
     expect(() => validateBackboneOptions(mnv2, { alpha: 0.6 })).toThrow(/--alpha 0\.6 .* one of 0\.35, 0\.5, 0\.75, 1, 1\.3, 1\.4/);
-    expect(() => validateBackboneOptions(mnv2, { imageSize: 200 })).toThrow(/--image-size 200 .* one of 96, 128, 160, 192, 224/);
+    expect(validateBackboneOptions(mnv2, { imageSize: 200 }).imageSize).toBe(200);
+    expect(() => validateBackboneOptions(mnv2, { imageSize: 20 })).toThrow(/--image-size 20 .*≥ 32/);
     expect(() => validateBackboneOptions(mnv2, { imageSize: 16 })).toThrow(UsageError);
 
     expect(validateBackboneOptions(vgg16Spec, {})).toEqual({ alpha: 1, imageSize: 224 });

@@ -247,14 +247,21 @@ function pythonFloatString(v: number): string {
 }
 
 /**
- * The official Keras no-top ImageNet file for (alpha, size), or undefined when Keras publishes none.
- * Keras passes no file hash for MobileNetV2, so there is no checksum to verify.
+ * The official Keras no-top ImageNet file for (alpha, size), or undefined for an unpublished alpha.
+ * Keras publishes files for sizes 96, 128, 160, 192 and 224 only; for any other size it loads the
+ * 224 weights (they fit every size: a convolution's weights do not depend on the input size), and
+ * so does this, with a note saying so. Keras passes no file hash for MobileNetV2: no checksum.
  */
 export function mobileNetV2ImagenetWeights(alpha: number, imageSize: number): ImagenetWeightsFile | undefined {
   if (!(MOBILENET_V2_ALPHAS as readonly number[]).includes(alpha)) return undefined;
-  if (!(MOBILENET_V2_IMAGE_SIZES as readonly number[]).includes(imageSize)) return undefined;
-  const fileName = `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_${pythonFloatString(alpha)}_${imageSize}_no_top.h5`;
-  return { fileName, url: BASE_WEIGHT_URL + fileName };
+  const published = (MOBILENET_V2_IMAGE_SIZES as readonly number[]).includes(imageSize);
+  const rows = published ? imageSize : 224;
+  const fileName = `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_${pythonFloatString(alpha)}_${rows}_no_top.h5`;
+  const file: ImagenetWeightsFile = { fileName, url: BASE_WEIGHT_URL + fileName };
+  if (!published) {
+    file.note = `Keras publishes MobileNetV2 weights for sizes ${MOBILENET_V2_IMAGE_SIZES.join(', ')}; using the 224 ones for ${imageSize}, as Keras does`;
+  }
+  return file;
 }
 
 /**
@@ -269,7 +276,6 @@ export const mobileNetV2Spec: BackboneSpec = {
   name: 'mobilenetv2',
   description: 'MobileNetV2 (Sandler et al. 2018): small and fast; alpha scales its width',
   defaultImageSize: 224,
-  imageSizes: MOBILENET_V2_IMAGE_SIZES,
   minImageSize: 32,
   alphas: MOBILENET_V2_ALPHAS,
   defaultAlpha: 1.0,

@@ -18,6 +18,8 @@ export interface ImagenetWeightsFile {
   url: string;
   /** Hex digest to check the download against, when one is published. */
   checksum?: { algorithm: 'md5' | 'sha256'; hex: string };
+  /** Something the user should know, e.g. that another size's file stands in for theirs. */
+  note?: string;
 }
 
 /**

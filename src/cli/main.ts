@@ -27,7 +27,7 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
     .argument('<data>', 'data folder: train/<class>/*, optional valid|validation|val/<class>/*, optional test/[unknown/]*')
     .addOption(new Option('--backbone <name>', 'backbone architecture').choices(Object.keys(backbones)).default(DEFAULTS.backbone))
     .option('--alpha <a>', 'MobileNetV2 width multiplier: 0.35, 0.5, 0.75, 1.0, 1.3, 1.4 (default 1.0)', number('--alpha'))
-    .option('--image-size <px>', 'input size: MobileNetV2 96/128/160/192/224, VGG16 ≥ 32 (default 224)', integer('--image-size'))
+    .option('--image-size <px>', 'input size in pixels, ≥ 32 (default 224; Keras publishes MobileNetV2 weights for 96/128/160/192/224)', integer('--image-size'))
     .option('--weights <src>', "'imagenet' (cache, ~/.keras/models, or download), 'none', or a .h5 / tfjs model path", DEFAULTS.weights)
     .option('--val-split <f>', 'fraction of train held out for validation when there is no valid/ folder', number('--val-split'), DEFAULTS.valSplit)
     .addOption(new Option('--resize <mode>', 'fit images to the input: stretch (as Keras), crop (center), pad').choices(['stretch', 'crop', 'pad']).default(DEFAULTS.resize))
