@@ -354,6 +354,37 @@ function conv2DBackpropInput(args: {
 // Depthwise: output channel c·M + m is input channel c convolved with filter[:, :, c, m].
 // Loops run over channels innermost, so every access walks contiguous memory.
 
+/**
+ * Visits every (input pixel, output pixel, filter tap) that a depthwise convolution connects, with
+ * the flat offsets of the input pixel's channels, the output pixel's channels and the tap's
+ * channels: both depthwise gradients are sums over exactly these triples.
+ */
+function forEachDepthwiseTap(
+  info: tf.backend_util.Conv2DInfo,
+  visit: (xBase: number, dyBase: number, tapBase: number) => void,
+): void {
+  const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow } = info;
+  const { outChannels: co, strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
+  const { top, left } = info.padInfo;
+  for (let b = 0; b < n; b++) {
+    for (let y = 0; y < oh; y++) {
+      for (let fy = 0; fy < kh; fy++) {
+        const iy = y * sh - top + fy;
+        if (iy < 0 || iy >= h) continue;
+        const xRow = (b * h + iy) * w;
+        for (let xo = 0; xo < ow; xo++) {
+          const dyBase = ((b * oh + y) * ow + xo) * co;
+          for (let fx = 0; fx < kw; fx++) {
+            const ix = xo * sw - left + fx;
+            if (ix < 0 || ix >= w) continue;
+            visit((xRow + ix) * c, dyBase, (fy * kw + fx) * co);
+          }
+        }
+      }
+    }
+  }
+}
+
 function depthwiseConv2dNativeBackpropFilter(args: {
   inputs: tf.NamedTensorInfoMap;
   backend: BackendWasm;
@@ -367,41 +398,23 @@ function depthwiseConv2dNativeBackpropFilter(args: {
   assertFloat32(name, x, dy);
   assertNoDilation(name, attrs.dilations);
   const info = convInfo(x.shape, attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, true);
-  const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow } = info;
-  const { outChannels: co, strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
-  const { top, left } = info.padInfo;
+  const { inChannels: c, outChannels: co, filterHeight: kh, filterWidth: kw } = info;
   const m = co / c;
 
   // Sums run over N·OH·OW terms: accumulate in float64 like the cpu backend does.
   const acc = new Float64Array(kh * kw * co);
   const xV = f32(backend, x);
   const dyV = f32(backend, dy);
-  for (let b = 0; b < n; b++) {
-    for (let y = 0; y < oh; y++) {
-      for (let fy = 0; fy < kh; fy++) {
-        const iy = y * sh - top + fy;
-        if (iy < 0 || iy >= h) continue;
-        const xRow = (b * h + iy) * w;
-        for (let xo = 0; xo < ow; xo++) {
-          const dyBase = ((b * oh + y) * ow + xo) * co;
-          for (let fx = 0; fx < kw; fx++) {
-            const ix = xo * sw - left + fx;
-            if (ix < 0 || ix >= w) continue;
-            const xBase = (xRow + ix) * c;
-            const aBase = (fy * kw + fx) * co;
-            if (m === 1) mulAdd64(acc, aBase, xV, xBase, dyV, dyBase, c);
-            else {
-              for (let k = 0; k < c; k++) {
-                const xv = xV[xBase + k]!;
-                const o = k * m;
-                for (let q = 0; q < m; q++) acc[aBase + o + q] += xv * dyV[dyBase + o + q]!;
-              }
-            }
-          }
-        }
+  forEachDepthwiseTap(info, (xBase, dyBase, tapBase) => {
+    if (m === 1) mulAdd64(acc, tapBase, xV, xBase, dyV, dyBase, c);
+    else {
+      for (let k = 0; k < c; k++) {
+        const xv = xV[xBase + k]!;
+        const o = k * m;
+        for (let q = 0; q < m; q++) acc[tapBase + o + q] += xv * dyV[dyBase + o + q]!;
       }
     }
-  }
+  });
   const dW = alloc(backend, attrs.filterShape);
   f32(backend, dW).set(acc);
   return dW;
@@ -420,11 +433,9 @@ function depthwiseConv2dNativeBackpropInput(args: {
   assertFloat32(name, dy, filter);
   assertNoDilation(name, attrs.dilations);
   const info = convInfo(attrs.inputShape, filter.shape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, true);
-  const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow } = info;
-  const { outChannels: co, strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
-  const { top, left } = info.padInfo;
+  const { inChannels: c, outChannels: co, strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
+  const { top, left, bottom, right } = info.padInfo;
   const m = co / c;
-  const { bottom, right } = info.padInfo;
 
   // Stride 1, multiplier 1 (every MobileNetV2 depthwise layer but four): dX is the forward
   // depthwise convolution of dy with the filter flipped in space, which XNNPACK runs ~5× faster.
@@ -451,33 +462,17 @@ function depthwiseConv2dNativeBackpropInput(args: {
   dXV.fill(0);
   const dyV = f32(backend, dy);
   const wV = f32(backend, filter);
-  for (let b = 0; b < n; b++) {
-    for (let y = 0; y < oh; y++) {
-      for (let fy = 0; fy < kh; fy++) {
-        const iy = y * sh - top + fy;
-        if (iy < 0 || iy >= h) continue;
-        const xRow = (b * h + iy) * w;
-        for (let xo = 0; xo < ow; xo++) {
-          const dyBase = ((b * oh + y) * ow + xo) * co;
-          for (let fx = 0; fx < kw; fx++) {
-            const ix = xo * sw - left + fx;
-            if (ix < 0 || ix >= w) continue;
-            const xBase = (xRow + ix) * c;
-            const wBase = (fy * kw + fx) * co;
-            if (m === 1) mulAdd32(dXV, xBase, dyV, dyBase, wV, wBase, c);
-            else {
-              for (let k = 0; k < c; k++) {
-                const o = k * m;
-                let s = 0;
-                for (let q = 0; q < m; q++) s += dyV[dyBase + o + q]! * wV[wBase + o + q]!;
-                dXV[xBase + k] += s;
-              }
-            }
-          }
-        }
+  forEachDepthwiseTap(info, (xBase, dyBase, tapBase) => {
+    if (m === 1) mulAdd32(dXV, xBase, dyV, dyBase, wV, tapBase, c);
+    else {
+      for (let k = 0; k < c; k++) {
+        const o = k * m;
+        let sum = 0;
+        for (let q = 0; q < m; q++) sum += dyV[dyBase + o + q]! * wV[tapBase + o + q]!;
+        dXV[xBase + k] += sum;
       }
     }
-  }
+  });
   return dX;
 }
 
