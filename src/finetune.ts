@@ -89,6 +89,8 @@ export interface FineTuneResult {
   /** Predictions for the test images. */
   predictions: { file: string; label: string; confidence: number; probabilities: number[] }[];
   skipped: number;
+  /** The files and folders written into `out`. */
+  files: string[];
   seconds: number;
 }
 
@@ -214,7 +216,6 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       await learner.fit(opts.fineTuneEpochs, opts.fineTuneLr, 2);
       stageSeconds.push((performance.now() - t) / 1000);
     }
-    learner.freeze();
 
     // The model now holds the best epoch's weights (EarlyStopping restores them at each stage end).
     let metrics: ClassificationMetrics | undefined;
@@ -252,6 +253,14 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
 
     return {
       out,
+      files: [
+        `${RUN_FILES.model}/`,
+        RUN_FILES.config,
+        RUN_FILES.history,
+        ...(metrics ? [RUN_FILES.metrics] : []),
+        RUN_FILES.skipped,
+        ...(predictions.length > 0 ? [RUN_FILES.predictions] : []),
+      ],
       classes: data.classes,
       engine,
       history: learner.history,

@@ -39,7 +39,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('finetune <data> (child process)', () => {
   it('trains both stages and writes every output with the right contents', async () => {
-    const weights = sharedMobileNetWeights() ?? 'none';
+    const shared = sharedMobileNetWeights();
+    const weights = shared ?? 'none';
     const run = finetune(
       data,
       '--backbone', 'mobilenetv2', '--alpha', '0.35', '--image-size', '96', '--weights', weights,
@@ -65,13 +66,14 @@ describe('finetune <data> (child process)', () => {
 
     const history = parseCsv(readFileSync(path.join(out, 'history.csv'), 'utf8'));
     expect(history[0]).toEqual(['stage', 'epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'lr', 'seconds']);
-    expect(history.slice(1).map((r) => r[0])).toEqual(['1', '1', '1', '1', '2']);
+    // From random weights (no ../shared) there is one stage training every layer.
+    expect(history.slice(1).map((r) => r[0])).toEqual(shared ? ['1', '1', '1', '1', '2'] : ['1', '1', '1', '1']);
 
     const metrics = JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8'));
     expect(metrics.samples).toBe(18);
     expect(Object.keys(metrics.perClass)).toEqual(['circle', 'square', 'triangle']);
     expect(metrics.confusionMatrix.flat().reduce((a: number, b: number) => a + b, 0)).toBe(18);
-    expect(metrics.accuracy).toBeGreaterThanOrEqual(0.8);
+    if (shared) expect(metrics.accuracy).toBeGreaterThanOrEqual(0.8);
 
     const skipped = parseCsv(readFileSync(path.join(out, 'skipped.csv'), 'utf8'));
     expect(skipped[0]).toEqual(['file', 'split', 'reason']);
@@ -88,7 +90,7 @@ describe('finetune <data> (child process)', () => {
       expect(Number(confidence)).toBe(Math.max(...p));
       if (path.basename(file!).startsWith(label!)) right += 1;
     }
-    expect(right).toBeGreaterThanOrEqual(5);
+    if (shared) expect(right).toBeGreaterThanOrEqual(5);
 
     // The saved model + the preprocessing recorded in finetune.json reproduce predictions.csv.
     await initEngine('wasm');

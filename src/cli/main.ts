@@ -45,13 +45,13 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
     .option('--unfreeze-from <layer>', 'stage 2: train every layer from this one up (instead of --unfreeze)')
     .option('--fine-tune-epochs <n>', 'stage 2 epochs; 0 skips stage 2', integer('--fine-tune-epochs'), DEFAULTS.fineTuneEpochs)
     .option('--fine-tune-lr <rate>', 'stage 2 learning rate (default: --lr / 10)', number('--fine-tune-lr'))
-    .option('--train-bn', 'run unfrozen BatchNormalization layers in training mode (default: inference mode)', DEFAULTS.trainBatchNorm)
+    .option('--train-bn', 'run unfrozen BatchNormalization layers in training mode (off: inference mode, as the Keras fine-tuning guide advises)')
     .option('--patience <n>', 'early stopping: epochs without validation-loss improvement (best weights restored)', integer('--patience'), DEFAULTS.patience)
     .addOption(new Option('--class-weight <how>', 'balance the loss for imbalanced classes').choices(['auto', 'none']).default(DEFAULTS.classWeight))
     .option('--seed <n>', 'seed for the split, data order, augmentation and initial weights', integer('--seed'), DEFAULTS.seed)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default(DEFAULTS.backend))
     .option('-o, --out <dir>', 'output folder', DEFAULTS.out)
-    .option('--overwrite', 'replace the outputs of an earlier run in --out', DEFAULTS.overwrite)
+    .option('--overwrite', 'replace the outputs of an earlier run in --out')
     .option('-q, --quiet', 'print only warnings, errors and the summary')
     .option('--verbose', 'print stack traces with errors')
     .showHelpAfterError('(run finetune --help for every option)')
@@ -68,7 +68,7 @@ function summary(result: FineTuneResult): string {
   }
   if (result.predictions.length > 0) lines.push(`  predicted ${result.predictions.length} test images`);
   if (result.skipped > 0) lines.push(`  skipped ${result.skipped} files (listed in skipped.csv)`);
-  lines.push(`  outputs in ${result.out}: model/, finetune.json, history.csv, metrics.json, skipped.csv, predictions.csv`);
+  lines.push(`  outputs in ${result.out}: ${result.files.join(', ')}`);
   return lines.join('\n');
 }
 

@@ -98,7 +98,7 @@ export class Learner {
 
   private readonly blocks: string[][];
   private trainable = new Set<string>();
-  private split: SplitModel;
+  private split!: SplitModel; // set by setTrainable(), first through freeze() in the constructor
   private readonly caches = new Map<ImageSet, ActivationCache>();
   private optimizer: tf.Optimizer | undefined;
   private readonly rng: Rng;
@@ -127,15 +127,14 @@ export class Learner {
     };
     this.callbacks = options.callbacks ?? [];
     this.rng = new Rng(this.options.seed);
-    this.split = this.freeze();
+    this.freeze();
   }
 
   // ── What trains ────────────────────────────────────────────────────────────────────────────
 
   /** Only the classifier head trains. */
-  freeze(): SplitModel {
+  freeze(): void {
     this.setTrainable([HEAD_LAYERS.logits]);
-    return this.split;
   }
 
   /**
@@ -177,9 +176,9 @@ export class Learner {
     // because it behaves differently in training.
     let boundary = lowest - 1;
     while (boundary > 0 && layers[boundary]!.getClassName() === 'Dropout') boundary--;
-    const previous = this.split?.boundary;
+    const previous = this.split as SplitModel | undefined;
     this.split = new SplitModel(this.model, boundary);
-    if (previous !== undefined && previous !== boundary) this.clearCache();
+    if (previous && previous.boundary !== boundary) this.clearCache();
   }
 
   /** Trainable variables in a stable order. */
