@@ -56,7 +56,9 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
     .option('--verbose', 'print stack traces with errors')
     .showHelpAfterError('(run finetune --help for every option)')
     .action(async (data: string, flags: Record<string, unknown>) => {
-      await run({ ...(flags as Omit<FineTuneOptions, 'data'>), data });
+      // Commander names options after their flags; the one whose flag is shorter than its field:
+      const { trainBn, ...rest } = flags;
+      await run({ ...(rest as Omit<FineTuneOptions, 'data'>), trainBatchNorm: trainBn === true, data });
     });
   return program;
 }
