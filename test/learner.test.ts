@@ -127,7 +127,13 @@ describe('Learner (MobileNetV2 alpha 0.35, 96 px, wasm)', () => {
     model.dispose();
   });
 
-  it('caching the frozen activations gives the same weights as recomputing them', async () => {
+  it('caching the frozen activations gives the same weights as recomputing them', async (ctx) => {
+    if (!weights) {
+      // Random MobileNetV2 features are nearly constant; Adam then turns float rounding into
+      // visible weight differences, which says nothing about the cache.
+      console.warn('note: cache equivalence not checked: it needs the pretrained weights in ../shared');
+      ctx.skip();
+    }
     const run = async (cacheBytes: number) => {
       const { learner, model } = await makeLearner({ cacheBytes });
       await learner.fit(2, 3e-3, 1);
