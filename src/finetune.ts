@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
@@ -422,6 +423,18 @@ function predictTest(learner: Learner, data: ImageData, dataRoot: string, report
 
 const require = createRequire(import.meta.url);
 
+/**
+ * A short hash of which files went into which split with which label: two runs with the same
+ * fingerprint saw the same data (file contents are not read: renames and moves count, edits do not).
+ */
+function dataFingerprint(root: string, data: ImageData): string {
+  const hash = createHash('sha256');
+  for (const [split, set] of [['train', data.train], ['valid', data.valid], ['test', data.test]] as const) {
+    set.paths.forEach((file, i) => hash.update(`${split}\t${set.labels[i]}\t${relativeName(root, file)}\n`));
+  }
+  return hash.digest('hex').slice(0, 16);
+}
+
 function versionOf(pkg: string): string | undefined {
   try {
     return (require(`${pkg}/package.json`) as { version: string }).version;
@@ -453,6 +466,7 @@ function runConfig(args: {
     training,
     data: {
       root: dataRoot,
+      fingerprint: dataFingerprint(dataRoot, data),
       validSource: layoutInfo.validSource,
       train: countPerClass(data.train.labels),
       valid: countPerClass(data.valid.labels),
