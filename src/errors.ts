@@ -20,3 +20,11 @@ export class UsageError extends FinetuneError {
     this.name = 'UsageError';
   }
 }
+
+/** The run was stopped by SIGINT/SIGTERM (exit status 130, as shells report Ctrl-C). */
+export class InterruptedError extends FinetuneError {
+  constructor(message: string) {
+    super(message, { exitCode: 130 });
+    this.name = 'InterruptedError';
+  }
+}

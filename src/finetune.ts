@@ -12,7 +12,7 @@ import { loadImageData, type ImageData } from './data/image-data.js';
 import { discoverLayout } from './data/layout.js';
 import type { AugmentLevel, ResizeMode } from './data/types.js';
 import { initEngine, type BackendRequest, type EngineInfo } from './engine/backend.js';
-import { FinetuneError, UsageError } from './errors.js';
+import { FinetuneError, InterruptedError, UsageError } from './errors.js';
 import { isEmptyOrMissing } from './io/atomic.js';
 import { saveModelDir } from './io/model-io.js';
 import {
@@ -26,7 +26,8 @@ import {
 import { silentReporter, type Reporter } from './reporter.js';
 import { balancedClassWeights, EarlyStopping, HistoryLogger, ModelCheckpoint, ReduceLROnPlateau } from './train/callbacks.js';
 import { attachHead } from './train/head.js';
-import { Learner, type Callback, type EpochLogs } from './train/learner.js';
+import { CheckpointSaver, loadCheckpoint, type LoadedCheckpoint } from './train/checkpoint.js';
+import { Learner, type Callback, type EpochLogs, type ResumePoint } from './train/learner.js';
 import { classificationMetrics, type ClassificationMetrics } from './train/metrics.js';
 
 /** Everything `finetune <data>` can be told; every field but `data` has a default. */
@@ -69,6 +70,13 @@ export interface FineTuneOptions {
   classWeight?: 'auto' | 'none';
   seed?: number;
   backend?: BackendRequest;
+  /**
+   * Continue the interrupted run in `out` from its last completed epoch. The options and the data
+   * must be those of the interrupted run; otherwise it is refused, saying what differs.
+   */
+  resume?: boolean;
+  /** Aborting it stops training after the current batch (the CLI connects Ctrl-C to it). */
+  signal?: AbortSignal;
   /** Where progress goes (default: nowhere). */
   reporter?: Reporter;
   /** Extra callbacks for the training loop. */
@@ -76,7 +84,7 @@ export interface FineTuneOptions {
 }
 
 /** The options after defaults, as recorded in finetune.json. */
-export type ResolvedOptions = Required<Omit<FineTuneOptions, 'reporter' | 'callbacks' | 'unfreezeFrom'>> & {
+export type ResolvedOptions = Required<Omit<FineTuneOptions, 'reporter' | 'callbacks' | 'unfreezeFrom' | 'resume' | 'signal'>> & {
   unfreezeFrom?: string;
 };
 
@@ -132,7 +140,9 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const opts = resolveOptions(options, spec);
   const dataRoot = path.resolve(opts.data);
   const out = path.resolve(opts.out);
-  await prepareOutputFolder(out, dataRoot, opts.overwrite);
+  const files = (name: string) => path.join(out, name);
+  await prepareOutputFolder(out, dataRoot, opts.overwrite || options.resume === true);
+  const checkpoint = options.resume ? await openCheckpoint(files(RUN_FILES.checkpoint), opts) : undefined;
 
   const engine = await initEngine(opts.backend);
   reporter.info(`backend: ${engine.detail}`);
@@ -156,21 +166,29 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       `${data.test.images.length} test images; ${data.skipped.length} skipped`,
   );
   checkUsable(data);
+  const fingerprint = dataFingerprint(dataRoot, data);
+  if (checkpoint && checkpoint.state.run.fingerprint !== fingerprint) {
+    throw new FinetuneError(
+      `cannot resume: the data in ${dataRoot} is not what the interrupted run used (files were added, removed, renamed or ` +
+        'became unreadable). Start a new run with --overwrite or another --out.',
+    );
+  }
   for (const s of data.skipped.slice(0, 5)) reporter.warn(`skipped ${relativeName(dataRoot, s.path)}: ${s.reason}`);
   if (data.skipped.length > 5) reporter.warn(`… and ${data.skipped.length - 5} more skipped files (see skipped.csv)`);
 
   const model = attachHead(backbone, { numClasses: data.classes.length, dropout: opts.dropout, seed: opts.seed });
+  checkpoint?.restoreModel(model);
 
   const preprocessing: Preprocessing =
     opts.preprocess === 'dataset-mean' ? withDatasetMean(spec.preprocessing, channelMean(data.train.images)) : spec.preprocessing;
   const classWeights = opts.classWeight === 'auto' ? balancedClassWeights(data.train.labels, data.classes.length) : undefined;
 
-  const files = (name: string) => path.join(out, name);
   await fs.mkdir(out, { recursive: true });
-  const config = runConfig({ opts, spec, data, layoutInfo: layout, preprocessing, engine, weightsSource, dataRoot });
+  const config = runConfig({ opts, spec, data, layoutInfo: layout, preprocessing, engine, weightsSource, dataRoot, fingerprint });
   const hasValid = data.valid.images.length > 0;
   const monitor = hasValid ? 'valLoss' : 'loss';
   const earlyStopping = new EarlyStopping({ patience: opts.patience, monitor });
+  const checkpointSaver = new CheckpointSaver(files(RUN_FILES.checkpoint), { options: runIdentity(opts), fingerprint }, earlyStopping);
   const callbacks: Callback[] = [
     earlyStopping,
     new ReduceLROnPlateau({ patience: Math.max(1, Math.ceil(opts.patience / 2)), monitor }),
@@ -181,6 +199,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     new HistoryLogger((history) => writeHistoryCsv(files(RUN_FILES.history), history)),
     progressCallback(reporter),
     ...(options.callbacks ?? []),
+    checkpointSaver, // last: it records the others' state
   ];
   const learner = new Learner(model, spec.blocks({ alpha: opts.alpha, imageSize: opts.imageSize }), data, preprocessing, {
     batchSize: opts.batchSize,
@@ -194,19 +213,43 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   });
 
   const stageSeconds: number[] = [];
+  const resumed = checkpoint?.state;
+  if (checkpoint && resumed) {
+    learner.history.push(...resumed.history);
+    for (const cb of callbacks) if (cb.name && cb.setState && cb.name in resumed.callbacks) cb.setState(resumed.callbacks[cb.name]);
+    const best = checkpoint.bestWeights(model);
+    if (best) earlyStopping.setBestWeights(model, best);
+    tf.dispose(best);
+    checkpointSaver.last = { stage: resumed.stage, epoch: resumed.epoch, stageComplete: resumed.stageComplete };
+    reporter.info(`resuming after stage ${resumed.stage}, epoch ${resumed.epoch}${resumed.stageComplete ? ' (stage complete)' : ''}`);
+  }
+  /** Where a stage starts: undefined = from its beginning; 'done' = it already ran. */
+  const resumeAt = (stage: number): ResumePoint | 'done' | undefined => {
+    if (!checkpoint || !resumed || resumed.stage < stage) return undefined;
+    if (resumed.stage > stage || resumed.stageComplete) return 'done';
+    return { epoch: resumed.epoch, optimizerWeights: checkpoint.optimizerWeights(), callbacks: resumed.callbacks };
+  };
+  const runStage = async (stage: number, epochs: number, lr: number) => {
+    const at = resumeAt(stage);
+    if (at === 'done') return;
+    const t = performance.now();
+    try {
+      await learner.fit(epochs, at ? resumed!.lr : lr, stage, { resume: at, signal: options.signal });
+    } finally {
+      if (at) tf.dispose(at.optimizerWeights.map((w) => w.tensor));
+    }
+    stageSeconds.push((performance.now() - t) / 1000);
+  };
   try {
-    let t = performance.now();
     if (fromScratch) {
       learner.unfreeze({ blocks: Number.MAX_SAFE_INTEGER });
       reporter.info(`training every layer of ${spec.name} from random weights for up to ${opts.epochs} epochs (lr ${opts.lr}); no stage 2`);
     } else {
       reporter.info(`stage 1: training the head on the frozen ${spec.name} for up to ${opts.epochs} epochs (lr ${opts.lr})`);
     }
-    await learner.fit(opts.epochs, opts.lr, 1);
-    stageSeconds.push((performance.now() - t) / 1000);
+    await runStage(1, opts.epochs, opts.lr);
 
     if (opts.fineTuneEpochs > 0 && !fromScratch) {
-      t = performance.now();
       const unfrozen = learner.unfreeze(
         opts.unfreezeFrom !== undefined ? { fromLayer: opts.unfreezeFrom } : { blocks: opts.unfreeze },
       );
@@ -214,8 +257,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         `stage 2: fine-tuning ${unfrozen.length} backbone layers (${unfrozen[0]} … ${unfrozen.at(-1)}) ` +
           `for up to ${opts.fineTuneEpochs} epochs (lr ${opts.fineTuneLr})`,
       );
-      await learner.fit(opts.fineTuneEpochs, opts.fineTuneLr, 2);
-      stageSeconds.push((performance.now() - t) / 1000);
+      await runStage(2, opts.fineTuneEpochs, opts.fineTuneLr);
     }
 
     // The model now holds the best epoch's weights (EarlyStopping restores them at each stage end).
@@ -248,9 +290,11 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         data.classes,
       );
     }
-    // A rerun with --overwrite must not leave an earlier run's files that this run did not write.
+    // A rerun with --overwrite must not leave an earlier run's files that this run did not write,
+    // and a finished run needs no checkpoint: the model is complete.
     if (!metrics) await fs.rm(files(RUN_FILES.metrics), { force: true });
     if (predictions.length === 0) await fs.rm(files(RUN_FILES.predictions), { force: true });
+    await fs.rm(files(RUN_FILES.checkpoint), { recursive: true, force: true });
 
     return {
       out,
@@ -270,6 +314,17 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       skipped: data.skipped.length,
       seconds: (performance.now() - started) / 1000,
     };
+  } catch (error) {
+    if (error instanceof InterruptedError) {
+      const last = checkpointSaver.last;
+      throw new InterruptedError(
+        `${error.message} ` +
+          (last
+            ? `The run is saved as of stage ${last.stage}, epoch ${last.epoch}; resume it with the same command plus --resume ${out}`
+            : 'No epoch had completed, so there is nothing to resume: start the run again.'),
+      );
+    }
+    throw error;
   } finally {
     earlyStopping.disposeWeights();
     learner.dispose();
@@ -423,6 +478,36 @@ function predictTest(learner: Learner, data: ImageData, dataRoot: string, report
 
 const require = createRequire(import.meta.url);
 
+/** The options that decide what a run computes (not where it writes or which backend computes it). */
+function runIdentity(opts: ResolvedOptions): Record<string, unknown> {
+  const { data: _data, out: _out, overwrite: _overwrite, backend: _backend, ...identity } = opts;
+  return identity;
+}
+
+/** The checkpoint of the run in `dir`, checked against the options given now. */
+async function openCheckpoint(dir: string, opts: ResolvedOptions): Promise<LoadedCheckpoint> {
+  const checkpoint = await loadCheckpoint(dir);
+  if (!checkpoint) {
+    throw new FinetuneError(
+      `nothing to resume in ${path.dirname(dir)}: it has no checkpoint (the run finished, or stopped before its first epoch ended).`,
+    );
+  }
+  const saved = (checkpoint.state.run.options ?? {}) as Record<string, unknown>;
+  const now = runIdentity(opts);
+  const differing = [...new Set([...Object.keys(saved), ...Object.keys(now)])].filter(
+    (key) => JSON.stringify(saved[key]) !== JSON.stringify(now[key]),
+  );
+  if (differing.length > 0) {
+    const flag = (key: string) => '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+    throw new UsageError(
+      `cannot resume with other options than the interrupted run: ` +
+        differing.map((k) => `${flag(k)} was ${JSON.stringify(saved[k])}, now ${JSON.stringify(now[k])}`).join('; ') +
+        '. Give the same options, or start a new run.',
+    );
+  }
+  return checkpoint;
+}
+
 /**
  * A short hash of which files went into which split with which label: two runs with the same
  * fingerprint saw the same data (file contents are not read: renames and moves count, edits do not).
@@ -452,8 +537,9 @@ function runConfig(args: {
   engine: EngineInfo;
   weightsSource: string;
   dataRoot: string;
+  fingerprint: string;
 }) {
-  const { opts, spec, data, layoutInfo, preprocessing, engine, weightsSource, dataRoot } = args;
+  const { opts, spec, data, layoutInfo, preprocessing, engine, weightsSource, dataRoot, fingerprint } = args;
   const countPerClass = (labels: Int32Array) =>
     Object.fromEntries(data.classes.map((name, c) => [name, labels.filter((l) => l === c).length]));
   const { data: _data, out: _out, overwrite: _overwrite, ...training } = opts;
@@ -466,7 +552,7 @@ function runConfig(args: {
     training,
     data: {
       root: dataRoot,
-      fingerprint: dataFingerprint(dataRoot, data),
+      fingerprint,
       validSource: layoutInfo.validSource,
       train: countPerClass(data.train.labels),
       valid: countPerClass(data.valid.labels),

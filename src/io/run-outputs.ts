@@ -11,6 +11,8 @@ export const RUN_FILES = {
   metrics: 'metrics.json',
   skipped: 'skipped.csv',
   predictions: 'predictions.csv',
+  /** Present while a run is in progress or interrupted; removed when it finishes. */
+  checkpoint: 'checkpoint',
 } as const;
 
 const round = (x: number | undefined, digits = 6): string | number =>

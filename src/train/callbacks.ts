@@ -1,4 +1,5 @@
-import type * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
+import { stableWeights } from './checkpoint.js';
 import type { Callback, EpochLogs, TrainingContext } from './learner.js';
 
 type Monitor = 'valLoss' | 'loss';
@@ -14,6 +15,7 @@ function monitored(logs: EpochLogs, monitor: Monitor): number {
  * starts from stage 1's best epoch and a fine-tuning stage that only hurts leaves the model as it was.
  */
 export class EarlyStopping implements Callback {
+  readonly name = 'earlyStopping';
   best = Infinity;
   bestEpoch: { stage: number; epoch: number } | undefined;
   private wait = 0;
@@ -53,6 +55,33 @@ export class EarlyStopping implements Callback {
     if (this.bestWeights) ctx.learner.restore(this.bestWeights);
   }
 
+  getState(): { best: number | null; bestEpoch: { stage: number; epoch: number } | null; wait: number } {
+    // JSON has no Infinity: null stands for "nothing seen yet".
+    return { best: Number.isFinite(this.best) ? this.best : null, bestEpoch: this.bestEpoch ?? null, wait: this.wait };
+  }
+
+  setState(state: unknown): void {
+    const s = state as ReturnType<EarlyStopping['getState']>;
+    this.best = s.best ?? Infinity;
+    this.bestEpoch = s.bestEpoch ?? undefined;
+    this.wait = s.wait;
+  }
+
+  /**
+   * The best epoch's value of every weight of `model`, in `stableWeights` order (weights that never
+   * trained since then are their current values), for checkpoints; undefined before the first epoch.
+   */
+  bestWeightValues(model: tf.LayersModel): tf.Tensor[] | undefined {
+    if (!this.bestWeights) return undefined;
+    return stableWeights(model).map((w) => this.bestWeights!.get(w.read() as tf.Variable) ?? w.read());
+  }
+
+  /** Takes `values` (in `stableWeights(model)` order) as the best weights, e.g. from a checkpoint; keeps copies. */
+  setBestWeights(model: tf.LayersModel, values: tf.Tensor[]): void {
+    this.disposeWeights();
+    this.bestWeights = new Map(stableWeights(model).map((w, i) => [w.read() as tf.Variable, tf.keep(values[i]!.clone())]));
+  }
+
   /** Frees the kept copy of the best weights. */
   disposeWeights(): void {
     if (this.bestWeights) for (const t of this.bestWeights.values()) t.dispose();
@@ -62,6 +91,7 @@ export class EarlyStopping implements Callback {
 
 /** Divides the learning rate by 1/factor when the monitored loss stalls for `patience` epochs. */
 export class ReduceLROnPlateau implements Callback {
+  readonly name = 'reduceLROnPlateau';
   private best = Infinity;
   private wait = 0;
 
@@ -86,10 +116,21 @@ export class ReduceLROnPlateau implements Callback {
       this.wait = 0;
     }
   }
+
+  getState(): { best: number | null; wait: number } {
+    return { best: Number.isFinite(this.best) ? this.best : null, wait: this.wait };
+  }
+
+  setState(state: unknown): void {
+    const s = state as ReturnType<ReduceLROnPlateau['getState']>;
+    this.best = s.best ?? Infinity;
+    this.wait = s.wait;
+  }
 }
 
 /** Calls `save` whenever the monitored loss reaches a new best over the whole run (the best-model checkpoint). */
 export class ModelCheckpoint implements Callback {
+  readonly name = 'modelCheckpoint';
   private best = Infinity;
 
   constructor(
@@ -103,6 +144,14 @@ export class ModelCheckpoint implements Callback {
       this.best = value;
       await this.save(ctx, logs);
     }
+  }
+
+  getState(): { best: number | null } {
+    return { best: Number.isFinite(this.best) ? this.best : null };
+  }
+
+  setState(state: unknown): void {
+    this.best = (state as { best: number | null }).best ?? Infinity;
   }
 }
 

@@ -3,9 +3,15 @@ import type { Preprocessing } from '../backbones/preprocess.js';
 import { batchRanges, imageBatch, type ImageSet } from '../data/batches.js';
 import { Rng } from '../data/rng.js';
 import type { AugmentLevel } from '../data/types.js';
-import { FinetuneError } from '../errors.js';
+import { FinetuneError, InterruptedError } from '../errors.js';
 import { SplitModel } from './graph.js';
 import { HEAD_LAYERS } from './head.js';
+
+/** A tensor with a name, as optimizers list their slots (not re-exported by @tensorflow/tfjs). */
+export interface NamedTensor {
+  name: string;
+  tensor: tf.Tensor;
+}
 
 /** One row of the training history (history.csv). */
 export interface EpochLogs {
@@ -40,6 +46,10 @@ export interface TrainingContext {
 
 /** Hooks into the training loop (Keras callbacks / fastai callbacks). Every hook may be async. */
 export interface Callback {
+  /** Callbacks with state that a resumed run must get back name themselves and implement get/setState. */
+  readonly name?: string;
+  getState?(): unknown;
+  setState?(state: unknown): void;
   onStageBegin?(ctx: TrainingContext): void | Promise<void>;
   onEpochBegin?(ctx: TrainingContext): void | Promise<void>;
   onBatchEnd?(ctx: TrainingContext, logs: BatchLogs): void | Promise<void>;
@@ -66,6 +76,23 @@ export interface LearnerOptions {
   /** Memory allowed for activations of the frozen part kept between epochs (bytes). */
   cacheBytes?: number;
   callbacks?: Callback[];
+}
+
+/** Where a resumed stage picks up: what a checkpoint saved at the end of `epoch`. */
+export interface ResumePoint {
+  /** The last completed epoch of this stage. */
+  epoch: number;
+  /** The optimizer's saved slots (`Optimizer.getWeights()` order). */
+  optimizerWeights: NamedTensor[];
+  /** Saved state of the named callbacks. */
+  callbacks: Record<string, unknown>;
+}
+
+export interface FitOptions {
+  /** Continue a stage from a checkpoint instead of starting it. */
+  resume?: ResumePoint;
+  /** Checked after every batch: when aborted, `fit` throws an InterruptedError. */
+  signal?: AbortSignal;
 }
 
 /** A labelled training set and an optional validation set. */
@@ -201,6 +228,11 @@ export class Learner {
     return variables;
   }
 
+  /** The optimizer of the stage in progress (for checkpoints); undefined between stages. */
+  get currentOptimizer(): tf.Optimizer | undefined {
+    return this.optimizer;
+  }
+
   // ── Learning rate ─────────────────────────────────────────────────────────────────────────────
 
   get learningRate(): number {
@@ -217,21 +249,30 @@ export class Learner {
    * Trains the trainable layers for `epochs` epochs with Adam at `lr`; callbacks may stop it early.
    * Returns this stage's history rows.
    */
-  async fit(epochs: number, lr: number, stage = 1): Promise<EpochLogs[]> {
+  async fit(epochs: number, lr: number, stage = 1, options: FitOptions = {}): Promise<EpochLogs[]> {
     const { train, valid } = this.data;
     if (train.images.length === 0) throw new FinetuneError('there are no training images to learn from.');
     const variables = this.trainableVariables();
     this.optimizer = tf.train.adam(lr);
     const ctx: TrainingContext = { learner: this, stage, epoch: 0, epochs, stopTraining: false };
     const rows: EpochLogs[] = [];
+    const resume = options.resume;
     try {
+      if (resume) {
+        // Adam's slots only exist once it has stepped; a stage that completed no epoch has none.
+        if (resume.optimizerWeights.length > 1) await this.optimizer.setWeights(resume.optimizerWeights);
+        ctx.epoch = resume.epoch;
+      }
       await this.each((cb) => cb.onStageBegin?.(ctx));
-      for (let epoch = 1; epoch <= epochs && !ctx.stopTraining; epoch++) {
+      if (resume) {
+        for (const cb of this.callbacks) if (cb.name && cb.setState && cb.name in resume.callbacks) cb.setState(resume.callbacks[cb.name]);
+      }
+      for (let epoch = (resume?.epoch ?? 0) + 1; epoch <= epochs && !ctx.stopTraining; epoch++) {
         ctx.epoch = epoch;
         const started = performance.now();
         const epochLr = this.learningRate;
         await this.each((cb) => cb.onEpochBegin?.(ctx));
-        const { loss, accuracy } = await this.trainEpoch(ctx, variables, stage, epoch);
+        const { loss, accuracy } = await this.trainEpoch(ctx, variables, stage, epoch, options.signal);
         const row: EpochLogs = { stage, epoch, loss, accuracy, lr: epochLr, seconds: 0 };
         if (valid && valid.images.length > 0) {
           const evaluation = this.evaluate(valid);
@@ -256,6 +297,7 @@ export class Learner {
     variables: tf.Variable[],
     stage: number,
     epoch: number,
+    signal: AbortSignal | undefined,
   ): Promise<{ loss: number; accuracy: number }> {
     const { train } = this.data;
     const { batchSize, augment, classWeights, trainBatchNorm } = this.options;
@@ -307,6 +349,9 @@ export class Learner {
       }
       lossSum += batchLoss * indices.length;
       correct += batchCorrect;
+      if (signal?.aborted) {
+        throw new InterruptedError(`interrupted in stage ${stage}, epoch ${epoch}, batch ${b + 1} of ${batches.length}.`);
+      }
       const seen = batches.slice(0, b + 1).reduce((n, batch) => n + batch.length, 0);
       await this.each((cb) =>
         cb.onBatchEnd?.(ctx, { batch: b + 1, batches: batches.length, loss: lossSum / seen, accuracy: correct / seen }),

@@ -1,0 +1,193 @@
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { FinetuneError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import type { EarlyStopping } from './callbacks.js';
+import type { Callback, EpochLogs, NamedTensor, TrainingContext } from './learner.js';
+
+/** Everything besides tensors that a resumed run needs to carry on exactly where it stopped. */
+export interface CheckpointState {
+  format: 'finetune-checkpoint/1';
+  /** The stage and epoch (1-based, within the stage) that completed last. */
+  stage: number;
+  epoch: number;
+  /** True when the stage itself ended (its last epoch ran, or early stopping ended it). */
+  stageComplete: boolean;
+  /** Learning rate for the next epoch. */
+  lr: number;
+  history: EpochLogs[];
+  /** State of each stateful callback, by its name. */
+  callbacks: Record<string, unknown>;
+  /** Resolved options and data fingerprint, so a resume with other options or data is refused. */
+  run: Record<string, unknown>;
+}
+
+interface StoredTensors {
+  file: string;
+  specs: tf.io.WeightsManifestEntry[];
+}
+
+interface StateFile extends CheckpointState {
+  weights: StoredTensors;
+  optimizer: StoredTensors;
+  /** The best epoch's weights (what early stopping would restore), in `stableWeights(model)` order. */
+  best?: StoredTensors;
+}
+
+const STATE_FILE = 'state.json';
+
+/**
+ * Every weight of `model` in an order that does not change when layers are frozen or unfrozen
+ * (`model.weights` puts trainable weights first, so its order does).
+ */
+export function stableWeights(model: tf.LayersModel): tf.LayerVariable[] {
+  return model.layers.flatMap((layer) => layer.weights);
+}
+
+/**
+ * Writes a checkpoint into `dir`: the model's weights (all of them, in `stableWeights(model)` order), the
+ * optimizer's slots, and `state`. Crash-safe: the tensor files are named by content and written
+ * first; state.json, written last and atomically, is the commit point; older tensor files go after.
+ */
+export async function saveCheckpoint(
+  dir: string,
+  model: tf.LayersModel,
+  optimizer: tf.Optimizer,
+  state: CheckpointState,
+  bestWeights?: tf.Tensor[],
+): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+  const variables = stableWeights(model);
+  const named = (values: tf.Tensor[]) => values.map((tensor, i) => ({ name: `${i}:${variables[i]!.originalName}`, tensor }));
+  const optimizerTensors = await optimizer.getWeights();
+  const stateFile: StateFile = {
+    ...state,
+    weights: await writeTensors(dir, 'weights', named(variables.map((w) => w.read()))),
+    optimizer: await writeTensors(dir, 'optimizer', optimizerTensors),
+  };
+  // getWeights() makes a new tensor for the iteration count; the rest are the optimizer's own.
+  optimizerTensors[0]?.tensor.dispose();
+  if (bestWeights) stateFile.best = await writeTensors(dir, 'best', named(bestWeights));
+  await writeFileAtomic(path.join(dir, STATE_FILE), JSON.stringify(stateFile));
+  const keep = new Set([stateFile.weights.file, stateFile.optimizer.file, stateFile.best?.file]);
+  for (const name of await fs.readdir(dir)) {
+    if (!keep.has(name) && /^(weights|optimizer|best)-[0-9a-f]+\.bin$/.test(name)) await fs.rm(path.join(dir, name), { force: true });
+  }
+}
+
+async function writeTensors(dir: string, prefix: string, tensors: NamedTensor[]): Promise<StoredTensors> {
+  const { data, specs } = await tf.io.encodeWeights(tensors);
+  const bytes = new Uint8Array(data as ArrayBuffer);
+  const file = `${prefix}-${createHash('sha256').update(bytes).digest('hex').slice(0, 16)}.bin`;
+  await writeFileAtomic(path.join(dir, file), bytes);
+  return { file, specs };
+}
+
+/** A checkpoint read back: call `restoreModel` and `optimizerWeights` to use its tensors. */
+export interface LoadedCheckpoint {
+  state: CheckpointState;
+  /** Writes the saved weights into a model built the same way. */
+  restoreModel(model: tf.LayersModel): void;
+  /** The best epoch's weights in `stableWeights(model)` order, if saved (the caller disposes them). */
+  bestWeights(model: tf.LayersModel): tf.Tensor[] | undefined;
+  /** The optimizer's saved slots, for `optimizer.setWeights` (the caller disposes them). */
+  optimizerWeights(): NamedTensor[];
+}
+
+/** Reads the checkpoint in `dir`, or undefined when there is none. */
+export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint | undefined> {
+  let stateFile: StateFile;
+  try {
+    stateFile = JSON.parse(await fs.readFile(path.join(dir, STATE_FILE), 'utf8')) as StateFile;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new FinetuneError(`the checkpoint in ${dir} cannot be read (${(error as Error).message}); start the run again.`);
+  }
+  if (stateFile.format !== 'finetune-checkpoint/1') {
+    throw new FinetuneError(`the checkpoint in ${dir} has format ${String(stateFile.format)}, which this finetune cannot resume.`);
+  }
+  const read = async (stored: StoredTensors) => {
+    try {
+      const bytes = await fs.readFile(path.join(dir, stored.file));
+      return { bytes: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer, specs: stored.specs };
+    } catch (error) {
+      throw new FinetuneError(`the checkpoint in ${dir} is incomplete: ${stored.file} (${(error as Error).message}); start the run again.`);
+    }
+  };
+  const weights = await read(stateFile.weights);
+  const slots = await read(stateFile.optimizer);
+  const best = stateFile.best ? await read(stateFile.best) : undefined;
+  const { weights: _w, optimizer: _o, best: _b, ...state } = stateFile;
+  const valuesFor = (model: tf.LayersModel, stored: { bytes: ArrayBuffer; specs: tf.io.WeightsManifestEntry[] }) => {
+    const decoded = tf.io.decodeWeights(stored.bytes, stored.specs);
+    const values = stored.specs.map((spec) => decoded[spec.name]!);
+    const expected = stableWeights(model);
+    if (values.length !== expected.length || values.some((v, i) => !tf.util.arraysEqual(v.shape, expected[i]!.shape as number[]))) {
+      tf.dispose(values);
+      throw new FinetuneError('the checkpoint does not fit this model (a different backbone, alpha, size or class count).');
+    }
+    return values;
+  };
+  return {
+    state,
+    restoreModel(model) {
+      const values = valuesFor(model, weights);
+      stableWeights(model).forEach((variable, i) => variable.write(values[i]!));
+      tf.dispose(values);
+    },
+    bestWeights(model) {
+      return best ? valuesFor(model, best) : undefined;
+    },
+    optimizerWeights() {
+      const decoded = tf.io.decodeWeights(slots.bytes, slots.specs);
+      return slots.specs.map((spec) => ({ name: spec.name, tensor: decoded[spec.name]! }));
+    },
+  };
+}
+
+/**
+ * Saves a checkpoint at the end of every epoch and of every stage, so an interrupted run loses at
+ * most the epoch in flight. Put it last among the callbacks: it records their state after them.
+ */
+export class CheckpointSaver implements Callback {
+  /** Where the last checkpoint stands, if one was written in this process or resumed from. */
+  last: { stage: number; epoch: number; stageComplete: boolean } | undefined;
+
+  constructor(
+    readonly dir: string,
+    /** The resolved options and data fingerprint of the run, checked on resume. */
+    readonly run: Record<string, unknown>,
+    readonly earlyStopping?: EarlyStopping,
+  ) {}
+
+  async onEpochEnd(ctx: TrainingContext): Promise<void> {
+    await this.save(ctx, false);
+  }
+
+  async onStageEnd(ctx: TrainingContext): Promise<void> {
+    await this.save(ctx, true);
+  }
+
+  private async save(ctx: TrainingContext, stageComplete: boolean): Promise<void> {
+    const { learner } = ctx;
+    const optimizer = learner.currentOptimizer;
+    if (!optimizer || ctx.epoch === 0) return;
+    const callbacks = Object.fromEntries(
+      learner.callbacks.filter((cb) => cb.name && cb.getState).map((cb) => [cb.name!, cb.getState!()]),
+    );
+    const state: CheckpointState = {
+      format: 'finetune-checkpoint/1',
+      stage: ctx.stage,
+      epoch: ctx.epoch,
+      stageComplete,
+      lr: learner.learningRate,
+      history: learner.history,
+      callbacks,
+      run: this.run,
+    };
+    await saveCheckpoint(this.dir, learner.model, optimizer, state, this.earlyStopping?.bestWeightValues(learner.model));
+    this.last = { stage: ctx.stage, epoch: ctx.epoch, stageComplete };
+  }
+}
