@@ -9,6 +9,7 @@ import { getBackbone, validateBackboneOptions } from './backbones/registry.js';
 import type { BackboneSpec } from './backbones/types.js';
 import { loadBackboneWeights } from './backbones/weights.js';
 import { loadImageData, type ImageData } from './data/image-data.js';
+import { storeImages } from './data/pixel-store.js';
 import { discoverLayout } from './data/layout.js';
 import type { AugmentLevel, ResizeMode } from './data/types.js';
 import { initEngine, type BackendRequest, type EngineInfo } from './engine/backend.js';
@@ -65,6 +66,8 @@ export interface FineTuneOptions {
   fineTuneLr?: number;
   /** BatchNormalization in training mode while fine-tuning (default: inference mode). */
   trainBatchNorm?: boolean;
+  /** Memory for decoded images in MiB; past it they are kept in a temporary file (default 4096). */
+  cacheMb?: number;
   /** Early-stopping patience in epochs (per stage). */
   patience?: number;
   classWeight?: 'auto' | 'none';
@@ -120,6 +123,7 @@ export const DEFAULTS = {
   fineTuneEpochs: 5,
   trainBatchNorm: false,
   patience: 5,
+  cacheMb: 4096,
   classWeight: 'auto',
   seed: 42,
   backend: 'auto',
@@ -159,19 +163,28 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const data = await loadImageData(layout, {
     size: opts.imageSize,
     resize: opts.resize,
+    cacheBytes: opts.cacheMb * 1024 ** 2,
     onProgress: (done) => decodeTask.update(done),
   });
+  if (data.spilled > 0) {
+    reporter.info(`${data.spilled} decoded images did not fit in --cache-mb ${opts.cacheMb} and are read from a temporary file`);
+  }
   decodeTask.finish(
     `decoded ${data.train.images.length} train, ${data.valid.images.length} validation (${layout.validSource}), ` +
       `${data.test.images.length} test images; ${data.skipped.length} skipped`,
   );
-  checkUsable(data);
   const fingerprint = dataFingerprint(dataRoot, data);
-  if (checkpoint && checkpoint.state.run.fingerprint !== fingerprint) {
-    throw new FinetuneError(
-      `cannot resume: the data in ${dataRoot} is not what the interrupted run used (files were added, removed, renamed or ` +
-        'became unreadable). Start a new run with --overwrite or another --out.',
-    );
+  try {
+    checkUsable(data);
+    if (checkpoint && checkpoint.state.run.fingerprint !== fingerprint) {
+      throw new FinetuneError(
+        `cannot resume: the data in ${dataRoot} is not what the interrupted run used (files were added, removed, renamed or ` +
+          'became unreadable). Start a new run with --overwrite or another --out.',
+      );
+    }
+  } catch (error) {
+    data.dispose();
+    throw error;
   }
   for (const s of data.skipped.slice(0, 5)) reporter.warn(`skipped ${relativeName(dataRoot, s.path)}: ${s.reason}`);
   if (data.skipped.length > 5) reporter.warn(`… and ${data.skipped.length - 5} more skipped files (see skipped.csv)`);
@@ -180,7 +193,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   checkpoint?.restoreModel(model);
 
   const preprocessing: Preprocessing =
-    opts.preprocess === 'dataset-mean' ? withDatasetMean(spec.preprocessing, channelMean(data.train.images)) : spec.preprocessing;
+    opts.preprocess === 'dataset-mean' ? withDatasetMean(spec.preprocessing, channelMean(storeImages(data.train.images))) : spec.preprocessing;
   const classWeights = opts.classWeight === 'auto' ? balancedClassWeights(data.train.labels, data.classes.length) : undefined;
 
   await fs.mkdir(out, { recursive: true });
@@ -324,8 +337,9 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
             : 'No epoch had completed, so there is nothing to resume: start the run again.'),
       );
     }
-    throw error;
+    throw explainOutOfMemory(error, opts);
   } finally {
+    data.dispose();
     earlyStopping.disposeWeights();
     learner.dispose();
     model.dispose();
@@ -357,6 +371,7 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
     fineTuneLr: options.fineTuneLr ?? lr / 10,
     trainBatchNorm: options.trainBatchNorm ?? DEFAULTS.trainBatchNorm,
     patience: options.patience ?? DEFAULTS.patience,
+    cacheMb: options.cacheMb ?? DEFAULTS.cacheMb,
     classWeight: options.classWeight ?? DEFAULTS.classWeight,
     seed: options.seed ?? DEFAULTS.seed,
     backend: options.backend ?? DEFAULTS.backend,
@@ -385,6 +400,7 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
   positive('--lr', resolved.lr);
   positive('--fine-tune-lr', resolved.fineTuneLr);
   check(resolved.dropout >= 0 && resolved.dropout < 1, '--dropout', 'use a rate in [0, 1)', resolved.dropout);
+  check(Number.isFinite(resolved.cacheMb) && resolved.cacheMb >= 0, '--cache-mb', 'use a number of MiB ≥ 0', resolved.cacheMb);
   return resolved;
 }
 
@@ -478,9 +494,22 @@ function predictTest(learner: Learner, data: ImageData, dataRoot: string, report
 
 const require = createRequire(import.meta.url);
 
-/** The options that decide what a run computes (not where it writes or which backend computes it). */
+/** An allocation failure becomes advice: the batch (and the image size) decide the memory a step needs. */
+function explainOutOfMemory(error: unknown, opts: ResolvedOptions): unknown {
+  const message = error instanceof Error ? error.message : String(error);
+  if (!/out of memory|OOM|Cannot allocate|allocation failed|Array buffer allocation|WebAssembly\.Memory|memory access out of bounds/i.test(message)) {
+    return error;
+  }
+  return new FinetuneError(
+    `ran out of memory (${message.split('\n')[0]}). Try a smaller --batch-size (now ${opts.batchSize})` +
+      `${opts.batchSize > 8 ? `, e.g. ${Math.max(1, Math.floor(opts.batchSize / 2))}` : ''}, fewer --unfreeze blocks, or a smaller --image-size.`,
+    { cause: error },
+  );
+}
+
+/** The options that decide what a run computes (not where it writes, how it caches, or which backend computes it). */
 function runIdentity(opts: ResolvedOptions): Record<string, unknown> {
-  const { data: _data, out: _out, overwrite: _overwrite, backend: _backend, ...identity } = opts;
+  const { data: _data, out: _out, overwrite: _overwrite, backend: _backend, cacheMb: _cacheMb, ...identity } = opts;
   return identity;
 }
 

@@ -2,12 +2,13 @@ import * as tf from '@tensorflow/tfjs';
 import { preprocessInto, type Preprocessing } from '../backbones/preprocess.js';
 import { augmentImage } from './augment.js';
 import type { Rng } from './rng.js';
+import type { PixelStore } from './pixel-store.js';
 import type { AugmentLevel } from './types.js';
 
-/** Decoded images with their labels, in memory: each file is decoded once per run. */
+/** Decoded images with their labels: each file is decoded once per run. */
 export interface ImageSet {
-  /** size × size × 3 RGB bytes per image. */
-  images: Uint8Array[];
+  /** size × size × 3 RGB bytes per image (in memory, or spilled to disk past a budget). */
+  images: PixelStore;
   /** Class index per image; -1 for unlabelled images. */
   labels: Int32Array;
   /** Source file per image. */
@@ -22,12 +23,12 @@ export interface BatchOptions {
 }
 
 /** Preprocesses (and optionally augments) the images at `indices` into one NHWC float32 batch. */
-export function imageBatch(images: readonly Uint8Array[], indices: ArrayLike<number>, options: BatchOptions): tf.Tensor4D {
+export function imageBatch(images: PixelStore, indices: ArrayLike<number>, options: BatchOptions): tf.Tensor4D {
   const { size, preprocessing, augment } = options;
   const pixelsPerImage = size * size * 3;
   const data = new Float32Array(indices.length * pixelsPerImage);
   for (let i = 0; i < indices.length; i++) {
-    let pixels = images[indices[i]!]!;
+    let pixels = images.get(indices[i]!);
     if (pixels.length !== pixelsPerImage) {
       throw new Error(`image ${indices[i]} has ${pixels.length} bytes, expected ${pixelsPerImage} (${size}×${size}×3)`);
     }

@@ -1,5 +1,6 @@
 import type { ImageSet } from './batches.js';
 import { decodeAll, type DecodeOptions } from './decode.js';
+import { SpillingPixelStore } from './pixel-store.js';
 import type { DatasetLayout, LabelledFile, SkippedFile } from './types.js';
 
 /** The decoded splits of a dataset, and every file that could not be used. */
@@ -10,47 +11,76 @@ export interface ImageData {
   /** Unlabelled images (labels all -1). */
   test: ImageSet;
   skipped: SkippedFile[];
+  /** How many images went to the spill file because the memory budget was full. */
+  spilled: number;
+  /** Deletes the spill file, if any. */
+  dispose(): void;
 }
+
+export interface LoadImageDataOptions extends DecodeOptions {
+  /** Memory for decoded images, in bytes; past it they are kept in a temporary file. Default 4 GiB. */
+  cacheBytes?: number;
+  /** Folder for that file (default: the OS temporary folder). */
+  spillDir?: string;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Files decoded per round: bounds the memory that decoding itself holds at once. */
+const DECODE_CHUNK = 64;
 
 /**
  * Decodes every image of a layout once, at the backbone's input size (decoding is the slow part of
  * reading images; keeping the resized bytes makes later epochs free of it). Files sharp cannot read
  * are dropped from their split and listed in `skipped` with the reason.
  */
-export async function loadImageData(
-  layout: DatasetLayout,
-  options: DecodeOptions & { onProgress?: (done: number, total: number) => void },
-): Promise<ImageData> {
+export async function loadImageData(layout: DatasetLayout, options: LoadImageDataOptions): Promise<ImageData> {
   const splits: { name: string; files: LabelledFile[] }[] = [
     { name: 'train', files: layout.train },
     { name: 'valid', files: layout.valid },
     { name: 'test', files: layout.test.map((path) => ({ path, label: -1 })) },
   ];
-  const all = splits.flatMap((s) => s.files);
-  const { images, failures } = await decodeAll(
-    all.map((f) => f.path),
-    options,
-  );
-  const reasons = new Map(failures.map((f) => [f.path, f.reason]));
+  const total = splits.reduce((n, s) => n + s.files.length, 0);
+  const bytesPerImage = options.size * options.size * 3;
+  let budget = options.cacheBytes ?? 4 * 1024 ** 3;
   const skipped: SkippedFile[] = [...layout.skipped];
+  const stores: SpillingPixelStore[] = [];
   const sets: ImageSet[] = [];
-  let offset = 0;
+  let done = 0;
   for (const split of splits) {
-    const set: ImageSet = { images: [], labels: new Int32Array(0), paths: [] };
+    // One budget shared by the splits, in order: train first, as it is read most.
+    const store = new SpillingPixelStore(bytesPerImage, budget, options.spillDir);
+    stores.push(store);
     const labels: number[] = [];
-    split.files.forEach((file, i) => {
-      const pixels = images[offset + i];
-      if (pixels === undefined) {
-        skipped.push({ path: file.path, split: split.name, reason: reasons.get(file.path) ?? 'cannot decode' });
-        return;
-      }
-      set.images.push(pixels);
-      set.paths.push(file.path);
-      labels.push(file.label);
-    });
-    set.labels = Int32Array.from(labels);
-    offset += split.files.length;
-    sets.push(set);
+    const paths: string[] = [];
+    for (let start = 0; start < split.files.length; start += DECODE_CHUNK) {
+      const chunk = split.files.slice(start, start + DECODE_CHUNK);
+      const { images, failures } = await decodeAll(
+        chunk.map((f) => f.path),
+        { ...options, onProgress: (n) => options.onProgress?.(done + n, total) },
+      );
+      const reasons = new Map(failures.map((f) => [f.path, f.reason]));
+      chunk.forEach((file, i) => {
+        const pixels = images[i];
+        if (pixels === undefined) {
+          skipped.push({ path: file.path, split: split.name, reason: reasons.get(file.path) ?? 'cannot decode' });
+          return;
+        }
+        store.push(pixels);
+        paths.push(file.path);
+        labels.push(file.label);
+      });
+      done += chunk.length;
+    }
+    budget = Math.max(0, budget - (store.length - store.spilledCount) * bytesPerImage);
+    sets.push({ images: store, labels: Int32Array.from(labels), paths });
   }
-  return { classes: layout.classes, train: sets[0]!, valid: sets[1]!, test: sets[2]!, skipped };
+  return {
+    classes: layout.classes,
+    train: sets[0]!,
+    valid: sets[1]!,
+    test: sets[2]!,
+    skipped,
+    spilled: stores.reduce((n, s) => n + s.spilledCount, 0),
+    dispose: () => stores.forEach((s) => s.close()),
+  };
 }
