@@ -25,6 +25,7 @@ import {
   writeSkippedCsv,
 } from './io/run-outputs.js';
 import { silentReporter, type Reporter } from './reporter.js';
+import { topLossItems, writeRunReport } from './report/index.js';
 import { balancedClassWeights, EarlyStopping, HistoryLogger, ModelCheckpoint, ReduceLROnPlateau } from './train/callbacks.js';
 import { attachHead } from './train/head.js';
 import { CheckpointSaver, loadCheckpoint, type LoadedCheckpoint } from './train/checkpoint.js';
@@ -275,9 +276,10 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
 
     // The model now holds the best epoch's weights (EarlyStopping restores them at each stage end).
     let metrics: ClassificationMetrics | undefined;
+    let validProbabilities: Float32Array | undefined;
     if (hasValid) {
-      const probabilities = learner.predictProbabilities(data.valid);
-      metrics = classificationMetrics(probabilities, data.valid.labels, data.classes);
+      validProbabilities = learner.predictProbabilities(data.valid);
+      metrics = classificationMetrics(validProbabilities, data.valid.labels, data.classes);
     }
     const predictions = predictTest(learner, data, dataRoot, reporter);
     const best = earlyStopping.bestEpoch;
@@ -296,6 +298,15 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     await writeHistoryCsv(files(RUN_FILES.history), learner.history);
     if (metrics) await writeJson(files(RUN_FILES.metrics), { classes: data.classes, ...metrics });
     await writeSkippedCsv(files(RUN_FILES.skipped), data.skipped, dataRoot);
+    const reportFiles = await writeRunReport(out, {
+      config: finalConfig,
+      history: learner.history,
+      ...(metrics ? { metrics: { ...metrics, classes: data.classes } } : {}),
+      skipped: data.skipped,
+      ...(validProbabilities
+        ? { topLosses: topLossItems(data.valid.paths, data.valid.labels, validProbabilities, data.classes) }
+        : {}),
+    });
     if (predictions.length > 0) {
       await writePredictionsCsv(
         files(RUN_FILES.predictions),
@@ -318,6 +329,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         ...(metrics ? [RUN_FILES.metrics] : []),
         RUN_FILES.skipped,
         ...(predictions.length > 0 ? [RUN_FILES.predictions] : []),
+        ...reportFiles,
       ],
       classes: data.classes,
       engine,

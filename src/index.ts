@@ -51,3 +51,28 @@ export { initEngine } from './engine/backend.js';
 export type { BackendName, BackendRequest, EngineInfo } from './engine/backend.js';
 export { loadModelDir, saveModelDir } from './io/model-io.js';
 export type { Reporter, ProgressTask } from './reporter.js';
+
+// Prediction and evaluation
+export { predict, checkPredictOptions, decodedBatches, emptyPredictStats, labelRow } from './predict/predict.js';
+export type {
+  DecodedItem,
+  FailedPrediction,
+  LabelledPrediction,
+  Prediction,
+  PredictInputs,
+  PredictOptions,
+  PredictStats,
+} from './predict/predict.js';
+export { Classifier, loadClassifier, locateModel, readModelConfig, checkModelConfig, MODEL_FORMAT } from './predict/classifier.js';
+export type { LoadClassifierOptions, ModelConfig, ModelLocation } from './predict/classifier.js';
+export { ImageDecoder } from './predict/decoder.js';
+export { expandInputs, parseShard, shardOf, inShard } from './predict/inputs.js';
+export type { ExpandOptions, ExpandStats, InputFile, Shard } from './predict/inputs.js';
+export { Sorter } from './predict/sort.js';
+export type { SortMode, SortOptions, SortOutcome } from './predict/sort.js';
+export { Formatter, OUTPUT_FORMATS, parseCsv, readRecords } from './predict/formats.js';
+export type { FormatOptions, OutputFormat, ReadRecord } from './predict/formats.js';
+export { openOutputFile, streamSink } from './predict/output.js';
+export type { OpenedOutput, OutputSink } from './predict/output.js';
+export { evaluate, evaluationTable, topKAccuracy, writeEvaluation } from './predict/evaluate.js';
+export type { EvaluateOptions, EvaluateSplit, EvaluationMetrics, EvaluationResult, ScoredFile } from './predict/evaluate.js';

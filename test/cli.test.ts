@@ -52,7 +52,10 @@ describe('finetune <data> (child process)', () => {
     expect(run.stdout).toMatch(/validation accuracy/);
 
     const files = readdirSync(out).sort();
-    expect(files).toEqual(['finetune.json', 'history.csv', 'metrics.json', 'model', 'predictions.csv', 'skipped.csv']);
+    expect(files).toEqual([
+      'confusion.png', 'curves.png', 'finetune.json', 'history.csv', 'metrics.json', 'model', 'predictions.csv',
+      'report.html', 'skipped.csv', 'top-losses.png',
+    ]);
     expect(readdirSync(path.join(out, 'model')).filter((f) => !f.startsWith('.')).length).toBe(2);
 
     const config = JSON.parse(readFileSync(path.join(out, 'finetune.json'), 'utf8'));

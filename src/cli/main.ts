@@ -1,7 +1,11 @@
+import * as path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { backbones } from '../backbones/registry.js';
-import { FinetuneError } from '../errors.js';
+import { FinetuneError, UsageError } from '../errors.js';
 import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
+import { evaluateCommand } from './evaluate.js';
+import { predictCommand } from './predict.js';
+import { addRunsCommand } from './runs.js';
 import { consoleReporter } from './progress.js';
 
 const number = (flag: string) => (value: string) => {
@@ -46,19 +50,29 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
     .option('--fine-tune-epochs <n>', 'stage 2 epochs; 0 skips stage 2', integer('--fine-tune-epochs'), DEFAULTS.fineTuneEpochs)
     .option('--fine-tune-lr <rate>', 'stage 2 learning rate (default: --lr / 10)', number('--fine-tune-lr'))
     .option('--train-bn', 'run unfrozen BatchNormalization layers in training mode (off: inference mode, as the Keras fine-tuning guide advises)')
+    .option('--cache-mb <mib>', 'memory for decoded images; past it they go to a temporary file', number('--cache-mb'), DEFAULTS.cacheMb)
     .option('--patience <n>', 'early stopping: epochs without validation-loss improvement (best weights restored)', integer('--patience'), DEFAULTS.patience)
     .addOption(new Option('--class-weight <how>', 'balance the loss for imbalanced classes').choices(['auto', 'none']).default(DEFAULTS.classWeight))
     .option('--seed <n>', 'seed for the split, data order, augmentation and initial weights', integer('--seed'), DEFAULTS.seed)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default(DEFAULTS.backend))
     .option('-o, --out <dir>', 'output folder', DEFAULTS.out)
     .option('--overwrite', 'replace the outputs of an earlier run in --out')
+    .option('--resume <dir>', 'continue the interrupted run in <dir> from its last completed epoch (give the same options)')
     .option('-q, --quiet', 'print only warnings, errors and the summary')
     .option('--verbose', 'print stack traces with errors')
     .showHelpAfterError('(run finetune --help for every option)')
-    .action(async (data: string, flags: Record<string, unknown>) => {
+    .action(async (data: string, flags: Record<string, unknown>, command: Command) => {
       // Commander names options after their flags; the one whose flag is shorter than its field:
-      const { trainBn, ...rest } = flags;
-      await run({ ...(rest as Omit<FineTuneOptions, 'data'>), trainBatchNorm: trainBn === true, data });
+      const { trainBn, resume, ...rest } = flags;
+      const options: FineTuneOptions = { ...(rest as Omit<FineTuneOptions, 'data'>), trainBatchNorm: trainBn === true, data };
+      if (typeof resume === 'string') {
+        if (command.getOptionValueSource('out') === 'cli' && path.resolve(String(rest.out)) !== path.resolve(resume)) {
+          throw new UsageError(`--resume ${resume} continues the run in that folder: drop --out ${String(rest.out)}.`);
+        }
+        options.out = resume;
+        options.resume = true;
+      }
+      await run(options);
     });
   return program;
 }
@@ -74,19 +88,55 @@ function summary(result: FineTuneResult): string {
   return lines.join('\n');
 }
 
-/** Runs the CLI; resolves to the process exit status (0 ok, 1 failed, 2 usage error). */
+/**
+ * Ctrl-C (or SIGTERM) once: training stops after the batch in flight and the run says how to
+ * resume from its last saved epoch. Twice: exit at once; files on disk are whole either way,
+ * since every write is a rename.
+ */
+function interruptOnSignals(): { signal: AbortSignal; release: () => void } {
+  const controller = new AbortController();
+  const onSignal = (name: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      process.stderr.write(`\nfinetune: ${name} again: stopping now.\n`);
+      process.exit(130);
+    }
+    process.stderr.write(`\nfinetune: ${name}: stopping after this batch (press Ctrl-C again to stop at once)\n`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: controller.signal,
+    release: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
+/** Runs the CLI; resolves to the process exit status (0 ok, 1 failed, 2 usage error, 130 interrupted). */
 export async function main(argv: string[] = process.argv): Promise<number> {
   let verbose = argv.includes('--verbose');
   const program = buildProgram(async (options) => {
     verbose = options.verbose ?? false;
     const reporter = consoleReporter({ quiet: options.quiet ?? false });
-    const result = await fineTune({ ...options, reporter });
-    process.stdout.write(summary(result) + '\n');
+    const interrupt = interruptOnSignals();
+    try {
+      const result = await fineTune({ ...options, reporter, signal: interrupt.signal });
+      process.stdout.write(summary(result) + '\n');
+    } finally {
+      interrupt.release();
+    }
   });
   program.exitOverride();
+  // Subcommands take their own options (e.g. predict's --batch-size), so program options stop at them.
+  let status = 0;
+  const setStatus = (code: number) => (status = code);
+  program.enablePositionalOptions().addCommand(predictCommand(setStatus)).addCommand(evaluateCommand(setStatus));
+  addRunsCommand(program);
   try {
     await program.parseAsync(argv);
-    return 0;
+    return status;
   } catch (error) {
     if (error instanceof CommanderError) {
       // Commander already printed the message (or the help / version text).

@@ -53,7 +53,7 @@ export const emptyExpandStats = (): ExpandStats => ({ notImage: 0, hidden: 0, du
 
 /**
  * Expands inputs into files, in order: each input in turn; a folder's files sorted (by code point,
- * depth first); a pattern's matches sorted. Each file is yielded once (by real path).
+ * depth first); a pattern's matches sorted. Each file is yielded once (by absolute path).
  *
  * - an existing file: yielded whatever its extension (a non-image gives an error row later);
  * - an existing folder: every file with an image extension below it, hidden files and folders
@@ -70,7 +70,8 @@ export async function* expandInputs(inputs: Iterable<string> | AsyncIterable<str
   const seen = new Set<string>();
   const once = async function* (items: AsyncIterable<InputFile> | Iterable<InputFile>): AsyncGenerator<InputFile> {
     for await (const item of items) {
-      const key = item.error !== undefined ? item.path : await fs.realpath(item.path).catch(() => item.path);
+      // By absolute path (not the link target): two names of one file are two results, as asked.
+      const key = item.path;
       if (seen.has(key)) {
         stats.duplicates++;
         continue;
