@@ -298,6 +298,8 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     await writeHistoryCsv(files(RUN_FILES.history), learner.history);
     if (metrics) await writeJson(files(RUN_FILES.metrics), { classes: data.classes, ...metrics });
     await writeSkippedCsv(files(RUN_FILES.skipped), data.skipped, dataRoot);
+    // The pictures are a view of the run, not the run: one that cannot be drawn (e.g. a
+    // confusion matrix of thousands of classes is too large for the SVG renderer) must not fail it.
     const reportFiles = await writeRunReport(out, {
       config: finalConfig,
       history: learner.history,
@@ -306,6 +308,9 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       ...(validProbabilities
         ? { topLosses: topLossItems(data.valid.paths, data.valid.labels, validProbabilities, data.classes) }
         : {}),
+    }).catch((error: unknown) => {
+      reporter.warn(`could not draw the report pictures: ${(error as Error).message.split('\n')[0]}`);
+      return [] as string[];
     });
     if (predictions.length > 0) {
       await writePredictionsCsv(
