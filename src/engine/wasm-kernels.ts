@@ -195,6 +195,33 @@ function mulAdd32(
   for (; k < len; k++) acc[o + k] += a[i + k]! * b[j + k]!;
 }
 
+/**
+ * For kernel tap (fy, fx) of a dense convolution, visits every output pixel (flat index over
+ * N·OH·OW) with the input pixel it read (flat index over N·H·W), or -1 where the tap fell in the
+ * padding. Both dense gradients gather or scatter rows along exactly this map.
+ */
+function forEachTapPixel(
+  info: tf.backend_util.Conv2DInfo,
+  fy: number,
+  fx: number,
+  visit: (outPixel: number, inPixel: number) => void,
+): void {
+  const { batchSize: n, inHeight: h, inWidth: w, outHeight: oh, outWidth: ow } = info;
+  const { strideHeight: sh, strideWidth: sw } = info;
+  const { top, left } = info.padInfo;
+  for (let b = 0; b < n; b++) {
+    for (let y = 0; y < oh; y++) {
+      const iy = y * sh - top + fy;
+      const outRow = (b * oh + y) * ow;
+      const inRow = (b * h + iy) * w;
+      for (let xo = 0; xo < ow; xo++) {
+        const ix = xo * sw - left + fx;
+        visit(outRow + xo, iy < 0 || iy >= h || ix < 0 || ix >= w ? -1 : inRow + ix);
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Conv2DBackpropFilter: dW[kh, kw] = Xₖᵀ · dY, where Xₖ [P, Ci] holds, for every output pixel p,
 // the input pixel that kernel tap (kh, kw) saw (zeros for padding), and P = N·OH·OW.
@@ -212,9 +239,8 @@ function conv2DBackpropFilter(args: {
   assertFloat32(name, x, dy);
   assertNHWC(name, attrs.dataFormat);
   const info = convInfo(x.shape, attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false);
-  const { batchSize: n, inHeight: h, inWidth: w, inChannels: ci, outHeight: oh, outWidth: ow } = info;
-  const { outChannels: co, strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
-  const { top, left } = info.padInfo;
+  const { batchSize: n, inChannels: ci, outHeight: oh, outWidth: ow } = info;
+  const { outChannels: co, filterHeight: kh, filterWidth: kw } = info;
   const p = n * oh * ow;
 
   if (isPointwise(info) && co > ci) {
@@ -244,26 +270,11 @@ function conv2DBackpropFilter(args: {
       {
         const colV = f32(backend, cols);
         const xV = f32(backend, x);
-        for (let b = 0; b < n; b++) {
-          for (let y = 0; y < oh; y++) {
-            const iy = y * sh - top + fy;
-            const rowStart = ((b * oh + y) * ow) * ci;
-            if (iy < 0 || iy >= h) {
-              colV.fill(0, rowStart, rowStart + ow * ci);
-              continue;
-            }
-            const xRow = (b * h + iy) * w;
-            for (let xo = 0; xo < ow; xo++) {
-              const ix = xo * sw - left + fx;
-              const dst = rowStart + xo * ci;
-              if (ix < 0 || ix >= w) colV.fill(0, dst, dst + ci);
-              else {
-                const src = (xRow + ix) * ci;
-                colV.set(xV.subarray(src, src + ci), dst);
-              }
-            }
-          }
-        }
+        forEachTapPixel(info, fy, fx, (outPixel, inPixel) => {
+          const dst = outPixel * ci;
+          if (inPixel < 0) colV.fill(0, dst, dst + ci);
+          else colV.set(xV.subarray(inPixel * ci, inPixel * ci + ci), dst);
+        });
       }
       const colsT = transpose2d(backend, cols);
       free(backend, cols);
@@ -294,9 +305,8 @@ function conv2DBackpropInput(args: {
   assertFloat32(name, dy, filter);
   assertNHWC(name, attrs.dataFormat);
   const info = convInfo(attrs.inputShape, filter.shape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false);
-  const { batchSize: n, inHeight: h, inWidth: w, inChannels: ci, outHeight: oh, outWidth: ow } = info;
-  const { outChannels: co, strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
-  const { top, left } = info.padInfo;
+  const { batchSize: n, inChannels: ci, outHeight: oh, outWidth: ow } = info;
+  const { outChannels: co, filterHeight: kh, filterWidth: kw } = info;
   const p = n * oh * ow;
   const dyMat = view(dy, [p, co]);
 
@@ -329,21 +339,9 @@ function conv2DBackpropInput(args: {
       free(backend, wT);
       const dXV = f32(backend, dX);
       const tapV = f32(backend, tap);
-      for (let b = 0; b < n; b++) {
-        for (let y = 0; y < oh; y++) {
-          const iy = y * sh - top + fy;
-          if (iy < 0 || iy >= h) continue;
-          const xRow = (b * h + iy) * w;
-          const tapRow = (b * oh + y) * ow;
-          for (let xo = 0; xo < ow; xo++) {
-            const ix = xo * sw - left + fx;
-            if (ix < 0 || ix >= w) continue;
-            const dst = (xRow + ix) * ci;
-            const src = (tapRow + xo) * ci;
-            addRow(dXV, dst, tapV, src, ci);
-          }
-        }
-      }
+      forEachTapPixel(info, fy, fx, (outPixel, inPixel) => {
+        if (inPixel >= 0) addRow(dXV, inPixel * ci, tapV, outPixel * ci, ci);
+      });
       free(backend, tap);
     }
   }
