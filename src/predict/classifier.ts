@@ -10,6 +10,7 @@ import { preprocessInto, type Preprocessing } from '../backbones/preprocess.js';
 import { decodeImage } from '../data/decode.js';
 import type { ResizeMode } from '../data/types.js';
 import { initEngine, type BackendRequest, type EngineInfo } from '../engine/backend.js';
+import { FusedInference } from '../engine/fused-inference.js';
 import { FinetuneError } from '../errors.js';
 import { loadModelDir } from '../io/model-io.js';
 import { silentReporter, type Reporter } from '../reporter.js';
@@ -143,13 +144,17 @@ export function checkModelConfig(json: unknown, where = 'finetune.json'): ModelC
 export class Classifier {
   /** The reusable input buffer: one batch of preprocessed images. */
   private buffer = new Float32Array(0);
+  /** Undefined where the model can't be planned; it then runs through predict(). */
+  private readonly inference: FusedInference | undefined;
 
   constructor(
     readonly model: tf.LayersModel,
     readonly config: ModelConfig,
     readonly location: ModelLocation,
     readonly engine: EngineInfo,
-  ) {}
+  ) {
+    this.inference = FusedInference.forModel(model)?.prepare();
+  }
 
   get classes(): readonly string[] {
     return this.config.classes;
@@ -190,10 +195,10 @@ export class Classifier {
     });
     const probs = tf.tidy(() => {
       const x = tf.tensor4d(this.buffer.subarray(0, n * per), [n, s, s, 3]);
-      const p = this.model.predict(x) as tf.Tensor;
+      const p = this.forward(x);
       if (!options.tta) return p;
       // Axis 2 of NHWC is the width: reversing it mirrors each image left–right.
-      const mirrored = this.model.predict(tf.reverse(x, 2)) as tf.Tensor;
+      const mirrored = this.forward(tf.reverse(x, 2));
       return tf.div(tf.add(p, mirrored), 2);
     });
     try {
@@ -205,8 +210,14 @@ export class Classifier {
     }
   }
 
+  /** The model's output, with batch norms folded into convolutions where the model allows it. */
+  private forward(x: tf.Tensor): tf.Tensor {
+    return this.inference ? this.inference.run(x) : (this.model.predict(x) as tf.Tensor);
+  }
+
   /** Frees the model's weights. */
   dispose(): void {
+    this.inference?.dispose();
     this.model.dispose();
   }
 }

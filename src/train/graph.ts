@@ -1,12 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
+import { FusedInference, inboundNames } from '../engine/fused-inference.js';
 
 type Layer = tf.layers.Layer;
-
-/** The names of the layers whose outputs feed `layer` (its first call). */
-function inboundNames(layer: Layer): string[] {
-  const node = (layer as unknown as { inboundNodes: { inboundLayers: Layer[] }[] }).inboundNodes[0];
-  return node ? node.inboundLayers.map((l) => l.name) : [];
-}
 
 /**
  * Runs a functional model in two parts, split after layer index `boundary` (in `model.layers`
@@ -14,12 +9,16 @@ function inboundNames(layer: Layer): string[] {
  * on from it. This is what lets a frozen bottom run once (or without a gradient tape) while only the
  * trainable top is differentiated.
  *
+ * The bottom runs with batch norms folded into their convolutions (see FusedInference): it is
+ * frozen, so nothing differentiates through it.
+ *
  * The split must cut the graph at a single tensor (true at MobileNetV2 and VGG16 block edges:
  * residual connections stay inside a block); otherwise the constructor says which layer crosses it.
  */
 export class SplitModel {
   readonly boundary: number;
   private readonly inbound: string[][];
+  private bottom: FusedInference | undefined;
 
   constructor(
     readonly model: tf.LayersModel,
@@ -42,7 +41,15 @@ export class SplitModel {
 
   /** Output of layer `boundary` for input `x` (inference mode). */
   runBottom(x: tf.Tensor): tf.Tensor {
-    return this.run(x, 0, this.boundary, () => false);
+    if (this.boundary <= 0) return x;
+    this.bottom ??= new FusedInference(this.model, 0, this.boundary);
+    return this.bottom.run(x);
+  }
+
+  /** Frees the bottom's folded weights. */
+  dispose(): void {
+    this.bottom?.dispose();
+    this.bottom = undefined;
   }
 
   /** Model output from the boundary tensor; `training(layer)` decides each layer's mode. */

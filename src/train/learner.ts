@@ -205,6 +205,7 @@ export class Learner {
     while (boundary > 0 && layers[boundary]!.getClassName() === 'Dropout') boundary--;
     const previous = this.split as SplitModel | undefined;
     this.split = new SplitModel(this.model, boundary);
+    previous?.dispose();
     if (previous && previous.boundary !== boundary) this.clearCache();
   }
 
@@ -443,6 +444,7 @@ export class Learner {
   /** Frees the kept activations (the model stays usable). */
   dispose(): void {
     this.clearCache();
+    this.split.dispose();
   }
 
   private async each(hook: (cb: Callback) => void | Promise<void>): Promise<void> {
