@@ -474,7 +474,8 @@ async function loadWeights(backbone: tf.LayersModel, spec: BackboneSpec, opts: R
 
 function progressCallback(reporter: Reporter): Callback {
   let task: ReturnType<Reporter['task']> | undefined;
-  const fmt = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(4));
+  // Batch logs have no loss yet until the learner's first read-back of the epoch.
+  const fmt = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(4));
   return {
     onEpochBegin(ctx) {
       const batches = Math.ceil(ctx.learner.data.train.images.length / ctx.learner.options.batchSize);

@@ -54,7 +54,7 @@ export function stableWeights(model: tf.LayersModel): tf.LayerVariable[] {
 export async function saveCheckpoint(
   dir: string,
   model: tf.LayersModel,
-  optimizer: tf.Optimizer,
+  optimizer: { getWeights(): Promise<NamedTensor[]> },
   state: CheckpointState,
   bestWeights?: tf.Tensor[],
 ): Promise<void> {

@@ -6,6 +6,7 @@ import type { AugmentLevel } from '../data/types.js';
 import { FinetuneError, InterruptedError } from '../errors.js';
 import { SplitModel } from './graph.js';
 import { HEAD_LAYERS } from './head.js';
+import { FusedAdam } from './optimizer.js';
 
 /** A tensor with a name, as optimizers list their slots (not re-exported by @tensorflow/tfjs). */
 export interface NamedTensor {
@@ -75,6 +76,11 @@ export interface LearnerOptions {
   dropout?: number;
   /** Memory allowed for activations of the frozen part kept between epochs (bytes). */
   cacheBytes?: number;
+  /**
+   * Longest time between reads of the running loss back from the device (seconds; 0: every
+   * batch). Batch logs show the last value read; epoch logs are always exact.
+   */
+  readbackSeconds?: number;
   callbacks?: Callback[];
 }
 
@@ -127,7 +133,7 @@ export class Learner {
   private trainable = new Set<string>();
   private split!: SplitModel; // set by setTrainable(), first through freeze() in the constructor
   private readonly caches = new Map<ImageSet, ActivationCache>();
-  private optimizer: tf.Optimizer | undefined;
+  private optimizer: FusedAdam | undefined;
   private readonly rng: Rng;
 
   constructor(
@@ -150,6 +156,7 @@ export class Learner {
       trainBatchNorm: options.trainBatchNorm ?? false,
       dropout: options.dropout ?? 0.2,
       cacheBytes: options.cacheBytes ?? 2 * 1024 ** 3,
+      readbackSeconds: options.readbackSeconds ?? 1,
       classWeights: options.classWeights,
     };
     this.callbacks = options.callbacks ?? [];
@@ -230,18 +237,18 @@ export class Learner {
   }
 
   /** The optimizer of the stage in progress (for checkpoints); undefined between stages. */
-  get currentOptimizer(): tf.Optimizer | undefined {
+  get currentOptimizer(): FusedAdam | undefined {
     return this.optimizer;
   }
 
   // ── Learning rate ─────────────────────────────────────────────────────────────────────────────
 
   get learningRate(): number {
-    return (this.optimizer as unknown as { learningRate: number } | undefined)?.learningRate ?? Number.NaN;
+    return this.optimizer?.learningRate ?? Number.NaN;
   }
 
   set learningRate(lr: number) {
-    if (this.optimizer) (this.optimizer as unknown as { learningRate: number }).learningRate = lr;
+    if (this.optimizer) this.optimizer.learningRate = lr;
   }
 
   // ── Training ──────────────────────────────────────────────────────────────────────────────────
@@ -254,7 +261,7 @@ export class Learner {
     const { train, valid } = this.data;
     if (train.images.length === 0) throw new FinetuneError('there are no training images to learn from.');
     const variables = this.trainableVariables();
-    this.optimizer = tf.train.adam(lr);
+    this.optimizer = new FusedAdam(variables, lr);
     const ctx: TrainingContext = { learner: this, stage, epoch: 0, epochs, stopTraining: false };
     const rows: EpochLogs[] = [];
     const resume = options.resume;
@@ -307,58 +314,69 @@ export class Learner {
     const augmentRng = epochRng.fork('augment');
     const cache = augment === 'none' ? this.activations(train) : undefined;
     const batches = batchRanges(order.length, batchSize);
-    let lossSum = 0;
-    let correct = 0;
-    for (let b = 0; b < batches.length; b++) {
-      const indices = batches[b]!.map((i) => order[i]!);
-      const dropoutSeed = epochRng.int(2 ** 31);
-      const [lossValue, correctValue] = tf.tidy(() => {
-        const boundaryInput = cache
-          ? tf.gather(cache, indices)
-          : this.split.runBottom(
-              imageBatch(train.images, indices, {
-                size: this.imageSize,
-                preprocessing: this.preprocessing,
-                augment: { level: augment, rng: augmentRng },
-              }),
+    // Loss and accuracy add up on the device and are read back at most every `readbackSeconds`
+    // (and at the end of the epoch): a read stalls a GPU's pipeline. Batch logs show the last read.
+    let sums = tf.tidy(() => [tf.scalar(0), tf.scalar(0)] as [tf.Scalar, tf.Scalar]);
+    let lastRead = performance.now();
+    let known = { loss: Number.NaN, accuracy: Number.NaN };
+    let seen = 0;
+    try {
+      for (let b = 0; b < batches.length; b++) {
+        const indices = batches[b]!.map((i) => order[i]!);
+        const dropoutSeed = epochRng.int(2 ** 31);
+        const previous = sums;
+        sums = tf.tidy(() => {
+          const boundaryInput = cache
+            ? tf.gather(cache, indices)
+            : this.split.runBottom(
+                imageBatch(train.images, indices, {
+                  size: this.imageSize,
+                  preprocessing: this.preprocessing,
+                  augment: { level: augment, rng: augmentRng },
+                }),
+              );
+          const labels = tf.tensor1d(indices.map((i) => train.labels[i]!), 'int32');
+          const weights = classWeights ? tf.tensor1d(indices.map((i) => classWeights[train.labels[i]!]!)) : undefined;
+          let correctCount: tf.Scalar | undefined;
+          const { value, grads } = tf.variableGrads(() => {
+            const pooled = this.split.runTop(
+              boundaryInput,
+              (layer) => trainBatchNorm && layer.getClassName() === 'BatchNormalization' && this.trainable.has(layer.name),
+              HEAD_LAYERS.pool,
             );
-        const labels = tf.tensor1d(indices.map((i) => train.labels[i]!), 'int32');
-        const weights = classWeights ? tf.tensor1d(indices.map((i) => classWeights[train.labels[i]!]!)) : undefined;
-        let correctCount: tf.Scalar | undefined;
-        const { value, grads } = tf.variableGrads(() => {
-          const pooled = this.split.runTop(
-            boundaryInput,
-            (layer) => trainBatchNorm && layer.getClassName() === 'BatchNormalization' && this.trainable.has(layer.name),
-            HEAD_LAYERS.pool,
-          );
-          const dropped = this.options.dropout > 0 ? tf.dropout(pooled, this.options.dropout, undefined, dropoutSeed) : pooled;
-          const logits = this.model.getLayer(HEAD_LAYERS.logits).apply(dropped) as tf.Tensor2D;
-          correctCount = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'float32')) as tf.Scalar);
-          const perSample = tf.neg(tf.sum(tf.mul(tf.oneHot(labels, logits.shape[1]), tf.logSoftmax(logits)), 1));
-          return tf.mean(weights ? tf.mul(perSample, weights) : perSample) as tf.Scalar;
-        }, variables);
-        this.optimizer!.applyGradients(grads);
-        return [value, correctCount!];
-      });
-      const [batchLoss, batchCorrect] = [(await lossValue.data())[0]!, (await correctValue.data())[0]!];
-      lossValue.dispose();
-      correctValue.dispose();
-      if (!Number.isFinite(batchLoss)) {
-        throw new FinetuneError(
-          `the training loss became ${batchLoss} in stage ${stage}, epoch ${epoch}: lower the learning rate (--lr / --fine-tune-lr).`,
-        );
+            const dropped = this.options.dropout > 0 ? tf.dropout(pooled, this.options.dropout, undefined, dropoutSeed) : pooled;
+            const logits = this.model.getLayer(HEAD_LAYERS.logits).apply(dropped) as tf.Tensor2D;
+            correctCount = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'float32')) as tf.Scalar);
+            const perSample = tf.neg(tf.sum(tf.mul(tf.oneHot(labels, logits.shape[1]), tf.logSoftmax(logits)), 1));
+            return tf.mean(weights ? tf.mul(perSample, weights) : perSample) as tf.Scalar;
+          }, variables);
+          this.optimizer!.applyGradients(grads);
+          const next = [tf.add(previous[0], tf.mul(value, indices.length)), tf.add(previous[1], correctCount!)] as [tf.Scalar, tf.Scalar];
+          correctCount!.dispose(); // kept to leave the gradient tape; tidy() won't free it
+          return next;
+        });
+        tf.dispose(previous);
+        seen += indices.length;
+        const last = b === batches.length - 1;
+        if (last || performance.now() - lastRead >= this.options.readbackSeconds * 1000) {
+          const [lossSum, correct] = await Promise.all(sums.map(async (t) => (await t.data())[0]!));
+          lastRead = performance.now();
+          known = { loss: lossSum! / seen, accuracy: correct! / seen };
+          if (!Number.isFinite(known.loss)) {
+            throw new FinetuneError(
+              `the training loss became ${known.loss} in stage ${stage}, epoch ${epoch}: lower the learning rate (--lr / --fine-tune-lr).`,
+            );
+          }
+        }
+        if (signal?.aborted) {
+          throw new InterruptedError(`interrupted in stage ${stage}, epoch ${epoch}, batch ${b + 1} of ${batches.length}.`);
+        }
+        await this.each((cb) => cb.onBatchEnd?.(ctx, { batch: b + 1, batches: batches.length, ...known }));
       }
-      lossSum += batchLoss * indices.length;
-      correct += batchCorrect;
-      if (signal?.aborted) {
-        throw new InterruptedError(`interrupted in stage ${stage}, epoch ${epoch}, batch ${b + 1} of ${batches.length}.`);
-      }
-      const seen = batches.slice(0, b + 1).reduce((n, batch) => n + batch.length, 0);
-      await this.each((cb) =>
-        cb.onBatchEnd?.(ctx, { batch: b + 1, batches: batches.length, loss: lossSum / seen, accuracy: correct / seen }),
-      );
+    } finally {
+      tf.dispose(sums);
     }
-    return { loss: lossSum / order.length, accuracy: correct / order.length };
+    return known;
   }
 
   // ── Inference ─────────────────────────────────────────────────────────────────────────────────
