@@ -52,6 +52,11 @@ export interface FineTuneOptions {
   /** The backbone's own preprocessing, or the training set's per-channel mean subtracted instead. */
   preprocess?: 'backbone' | 'dataset-mean';
   augment?: AugmentLevel;
+  /**
+   * With augmentation on: compute the frozen layers' output once for this many augmented copies of
+   * each training image (each epoch draws one), instead of every epoch (0).
+   */
+  augmentCopies?: number;
   /** Stage 1 (frozen backbone) epochs. */
   epochs?: number;
   lr?: number;
@@ -116,6 +121,7 @@ export const DEFAULTS = {
   resize: 'stretch',
   preprocess: 'backbone',
   augment: 'light',
+  augmentCopies: 0,
   epochs: 10,
   lr: 1e-3,
   batchSize: 32,
@@ -218,6 +224,8 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const learner = new Learner(model, spec.blocks({ alpha: opts.alpha, imageSize: opts.imageSize }), data, preprocessing, {
     batchSize: opts.batchSize,
     augment: opts.augment,
+    augmentCopies: opts.augmentCopies,
+    log: (message) => reporter.info(message),
     seed: opts.seed,
     classWeights,
     // Random weights carry no features worth freezing: train every layer, BatchNorm included.
@@ -278,10 +286,10 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     let metrics: ClassificationMetrics | undefined;
     let validProbabilities: Float32Array | undefined;
     if (hasValid) {
-      validProbabilities = learner.predictProbabilities(data.valid);
+      validProbabilities = await learner.predictProbabilities(data.valid);
       metrics = classificationMetrics(validProbabilities, data.valid.labels, data.classes);
     }
-    const predictions = predictTest(learner, data, dataRoot, reporter);
+    const predictions = await predictTest(learner, data, dataRoot, reporter);
     const best = earlyStopping.bestEpoch;
     const finalConfig = {
       ...config,
@@ -379,6 +387,7 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
     resize: options.resize ?? DEFAULTS.resize,
     preprocess: options.preprocess ?? DEFAULTS.preprocess,
     augment: options.augment ?? DEFAULTS.augment,
+    augmentCopies: options.augmentCopies ?? DEFAULTS.augmentCopies,
     epochs: options.epochs ?? DEFAULTS.epochs,
     lr,
     batchSize: options.batchSize ?? DEFAULTS.batchSize,
@@ -408,6 +417,7 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
   oneOf('--augment', resolved.augment, ['none', 'light', 'strong']);
   oneOf('--class-weight', resolved.classWeight, ['auto', 'none']);
   oneOf('--backend', resolved.backend, ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']);
+  wholeAtLeast('--augment-copies', resolved.augmentCopies, 0);
   wholeAtLeast('--epochs', resolved.epochs, 1);
   wholeAtLeast('--fine-tune-epochs', resolved.fineTuneEpochs, 0);
   wholeAtLeast('--batch-size', resolved.batchSize, 1);
@@ -496,11 +506,11 @@ function progressCallback(reporter: Reporter): Callback {
   };
 }
 
-function predictTest(learner: Learner, data: ImageData, dataRoot: string, reporter: Reporter): FineTuneResult['predictions'] {
+async function predictTest(learner: Learner, data: ImageData, dataRoot: string, reporter: Reporter): Promise<FineTuneResult['predictions']> {
   if (data.test.images.length === 0) return [];
   const task = reporter.task('predicting test images', data.test.images.length, 'images');
   const k = data.classes.length;
-  const probabilities = learner.predictProbabilities(data.test);
+  const probabilities = await learner.predictProbabilities(data.test);
   task.finish(`predicted ${data.test.images.length} test images`);
   return data.test.paths.map((file, i) => {
     const row = Array.from(probabilities.subarray(i * k, (i + 1) * k));

@@ -12,6 +12,7 @@ import { discoverLayout } from '../src/data/layout.js';
 import { makeShapesDataset } from '../src/data/synthetic.js';
 import { initEngine } from '../src/engine/backend.js';
 import { attachHead, HEAD_LAYERS } from '../src/train/head.js';
+import { SplitModel } from '../src/train/graph.js';
 import { Learner, type LearnerOptions } from '../src/train/learner.js';
 import { sharedMobileNetWeights } from './helpers/shared.js';
 
@@ -68,7 +69,7 @@ describe('Learner (MobileNetV2 alpha 0.35, 96 px, wasm)', () => {
     await learner.fit(6, 3e-3, 1);
     expect(changedLayers(before, model)).toEqual([HEAD_LAYERS.logits]);
     expect(new Set(counts.slice(1)).size).toBe(1); // flat from epoch to epoch
-    const { accuracy } = learner.evaluate(data.valid);
+    const { accuracy } = await learner.evaluate(data.valid);
     // Random MobileNetV2 weights with frozen inference-mode BatchNorm give near-constant features.
     if (weights) expect(accuracy).toBeGreaterThanOrEqual(0.9);
     else console.warn('note: accuracy not checked: it needs the pretrained weights in ../shared');
@@ -151,6 +152,50 @@ describe('Learner (MobileNetV2 alpha 0.35, 96 px, wasm)', () => {
       for (let j = 0; j < v.length; j++) maxDiff = Math.max(maxDiff, Math.abs(v[j]! - u[j]!));
       expect(maxDiff).toBeLessThan(1e-4);
     });
+  });
+
+  it('with augmentation, --augment-copies runs the frozen layers once per stage and says so', async () => {
+    const messages: string[] = [];
+    const bottomRuns = () => {
+      let images = 0;
+      const original = SplitModel.prototype.runBottom;
+      SplitModel.prototype.runBottom = function (this: SplitModel, x: tf.Tensor) {
+        images += x.shape[0]!;
+        return original.call(this, x);
+      };
+      return { count: () => images, restore: () => void (SplitModel.prototype.runBottom = original) };
+    };
+    const train = data.train.images.length;
+    const valid = data.valid.images.length;
+
+    // On the fly: every epoch runs the frozen layers on every augmented training image.
+    const plain = await makeLearner({ augment: 'light', log: (m) => messages.push(m) });
+    let spy = bottomRuns();
+    await plain.learner.fit(3, 3e-3, 1);
+    spy.restore();
+    expect(spy.count()).toBe(3 * train + valid);
+    expect(messages).toEqual([expect.stringMatching(/^stage 1: augmentation is on.*--augment-copies K/)]);
+    plain.learner.dispose();
+    plain.model.dispose();
+
+    // Two copies: computed once, then every epoch only gathers.
+    messages.length = 0;
+    const run = async () => {
+      const { learner, model } = await makeLearner({ augment: 'light', augmentCopies: 2, log: (m) => messages.push(m) });
+      spy = bottomRuns();
+      const rows = await learner.fit(3, 3e-3, 1);
+      spy.restore();
+      const head = model.getLayer(HEAD_LAYERS.logits).getWeights()[0]!.dataSync().slice();
+      learner.dispose();
+      model.dispose();
+      return { rows, head, bottom: spy.count() };
+    };
+    const first = await run();
+    expect(first.bottom).toBe(2 * train + valid);
+    expect(messages[0]).toMatch(/^stage 1: the frozen layers' output for 2 augmented copies of each training image is computed once \(\d+ MiB\)/);
+    if (weights) expect(first.rows.at(-1)!.valAccuracy).toBeGreaterThan(0.5);
+    const second = await run(); // the copies and the draws come from the seed
+    expect(Array.from(second.head)).toEqual(Array.from(first.head));
   });
 
   it('VGG16: stage 2 with --unfreeze 1 trains block5 and the head only', async () => {

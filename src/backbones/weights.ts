@@ -231,16 +231,19 @@ async function readTfjsModel(modelJsonPath: string): Promise<WeightTensor[]> {
     );
   }
   try {
-    return specs.map((spec) => {
-      const t = named[spec.name]!;
-      return {
-        layer: layerOfWeightName(spec.name) ?? '',
-        name: shortWeightName(spec.name),
-        shape: [...t.shape],
-        // A copy: backends may hand out their own buffer, which dispose() recycles.
-        values: Float32Array.from(t.dataSync()),
-      };
-    });
+    // data(), not dataSync(): WebGPU can't read back synchronously in Node.
+    return await Promise.all(
+      specs.map(async (spec) => {
+        const t = named[spec.name]!;
+        return {
+          layer: layerOfWeightName(spec.name) ?? '',
+          name: shortWeightName(spec.name),
+          shape: [...t.shape],
+          // A copy: backends may hand out their own buffer, which dispose() recycles.
+          values: Float32Array.from(await t.data()),
+        };
+      }),
+    );
   } finally {
     tf.dispose(named);
   }

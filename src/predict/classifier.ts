@@ -182,7 +182,7 @@ export class Classifier {
    * With `tta`, the average of the image's and its horizontal mirror's predictions.
    * Leaves no tensors behind.
    */
-  predictPixels(images: readonly Uint8Array[], options: { tta?: boolean } = {}): Float32Array {
+  async predictPixels(images: readonly Uint8Array[], options: { tta?: boolean } = {}): Promise<Float32Array> {
     const n = images.length;
     const k = this.classes.length;
     if (n === 0) return new Float32Array(0);
@@ -202,7 +202,8 @@ export class Classifier {
       return tf.div(tf.add(p, mirrored), 2);
     });
     try {
-      const out = probs.dataSync() as Float32Array;
+      // data(), not dataSync(): WebGPU can't read back synchronously in Node.
+      const out = (await probs.data()) as Float32Array;
       if (out.length !== n * k) throw new FinetuneError(`the model gave ${out.length / n} outputs per image, but finetune.json lists ${k} classes.`);
       return out;
     } finally {

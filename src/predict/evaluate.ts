@@ -147,7 +147,7 @@ export async function evaluate(model: string | Classifier, labelledDir: string, 
       }
       for await (const batch of decodedBatches(source(), decoder, { batchSize, concurrency: Math.min(batchSize, 64) })) {
         const ok = batch.filter((d) => d.pixels !== undefined);
-        const probs = classifier.predictPixels(
+        const probs = await classifier.predictPixels(
           ok.map((d) => d.pixels!),
           { tta: options.tta ?? false },
         );

@@ -170,7 +170,7 @@ export async function* predict(model: string | Classifier, inputs: PredictInputs
     const concurrency = Math.max(1, Math.min(options.concurrency ?? Math.min(batchSize, 64), 256));
     for await (const batch of decodedBatches(source, decoder, { batchSize, concurrency })) {
       const ok = batch.filter((d) => d.pixels !== undefined);
-      const probs = classifier.predictPixels(
+      const probs = await classifier.predictPixels(
         ok.map((d) => d.pixels!),
         { tta: options.tta ?? false },
       );

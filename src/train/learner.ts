@@ -77,6 +77,15 @@ export interface LearnerOptions {
   /** Memory allowed for activations of the frozen part kept between epochs (bytes). */
   cacheBytes?: number;
   /**
+   * With augmentation on, compute the frozen part's output for this many augmented copies of each
+   * training image once, and draw one copy per image each epoch, instead of running the frozen
+   * part on freshly augmented images every epoch (0, the default). Trades augmentation variety
+   * for epochs that cost only the trainable top.
+   */
+  augmentCopies?: number;
+  /** Where the learner says what its activation cache could or could not do (once per stage). */
+  log?: (message: string) => void;
+  /**
    * Longest time between reads of the running loss back from the device (seconds; 0: every
    * batch). Batch logs show the last value read; epoch logs are always exact.
    */
@@ -112,6 +121,11 @@ interface ActivationCache {
   activations: tf.Tensor;
 }
 
+/** The training set's frozen activations as a stage uses them. */
+type TrainingCache =
+  /** Images × copies rows: row copy·N + i is copy `copy` of image i (one copy: unaugmented). */
+  { activations: tf.Tensor; copies: number } | undefined;
+
 /**
  * Trains a classifier (backbone + head from `attachHead`) on decoded images — the middle layer of
  * the API: `fineTune()` is freeze → fit → unfreeze → fit on one of these.
@@ -126,13 +140,16 @@ export class Learner {
   readonly preprocessing: Preprocessing;
   readonly imageSize: number;
   readonly history: EpochLogs[] = [];
-  readonly options: Required<Omit<LearnerOptions, 'classWeights' | 'callbacks'>> & Pick<LearnerOptions, 'classWeights'>;
+  readonly options: Required<Omit<LearnerOptions, 'classWeights' | 'callbacks' | 'log'>> & Pick<LearnerOptions, 'classWeights' | 'log'>;
   callbacks: Callback[];
 
   private readonly blocks: string[][];
   private trainable = new Set<string>();
   private split!: SplitModel; // set by setTrainable(), first through freeze() in the constructor
   private readonly caches = new Map<ImageSet, ActivationCache>();
+  /** Activations of augmented copies of the training images (augmentCopies). */
+  private augmented: ActivationCache | undefined;
+  private loggedStage: number | undefined;
   private optimizer: FusedAdam | undefined;
   private readonly rng: Rng;
 
@@ -157,7 +174,9 @@ export class Learner {
       dropout: options.dropout ?? 0.2,
       cacheBytes: options.cacheBytes ?? 2 * 1024 ** 3,
       readbackSeconds: options.readbackSeconds ?? 1,
+      augmentCopies: options.augmentCopies ?? 0,
       classWeights: options.classWeights,
+      log: options.log,
     };
     this.callbacks = options.callbacks ?? [];
     this.rng = new Rng(this.options.seed);
@@ -283,7 +302,7 @@ export class Learner {
         const { loss, accuracy } = await this.trainEpoch(ctx, variables, stage, epoch, options.signal);
         const row: EpochLogs = { stage, epoch, loss, accuracy, lr: epochLr, seconds: 0 };
         if (valid && valid.images.length > 0) {
-          const evaluation = this.evaluate(valid);
+          const evaluation = await this.evaluate(valid);
           row.valLoss = evaluation.loss;
           row.valAccuracy = evaluation.accuracy;
         }
@@ -312,7 +331,8 @@ export class Learner {
     const epochRng = this.rng.fork(`stage${stage}-epoch${epoch}`);
     const order = epochRng.shuffle(Array.from({ length: train.images.length }, (_, i) => i));
     const augmentRng = epochRng.fork('augment');
-    const cache = augment === 'none' ? this.activations(train) : undefined;
+    const cache = this.trainingActivations(stage);
+    const copyRng = epochRng.fork('copies');
     const batches = batchRanges(order.length, batchSize);
     // Loss and accuracy add up on the device and are read back at most every `readbackSeconds`
     // (and at the end of the epoch): a read stalls a GPU's pipeline. Batch logs show the last read.
@@ -327,7 +347,7 @@ export class Learner {
         const previous = sums;
         sums = tf.tidy(() => {
           const boundaryInput = cache
-            ? tf.gather(cache, indices)
+            ? tf.gather(cache.activations, indices.map((i) => copyRng.int(cache.copies) * train.images.length + i))
             : this.split.runBottom(
                 imageBatch(train.images, indices, {
                   size: this.imageSize,
@@ -382,7 +402,7 @@ export class Learner {
   // ── Inference ─────────────────────────────────────────────────────────────────────────────────
 
   /** Class probabilities (N × K, row-major) for decoded images, in inference mode. */
-  predictProbabilities(set: ImageSet): Float32Array {
+  async predictProbabilities(set: ImageSet): Promise<Float32Array> {
     const cache = this.activations(set);
     const k = this.model.outputs[0]!.shape[1]!;
     const out = new Float32Array(set.images.length * k);
@@ -393,15 +413,16 @@ export class Learner {
           : this.split.runBottom(imageBatch(set.images, indices, { size: this.imageSize, preprocessing: this.preprocessing }));
         return this.split.runTop(boundaryInput, () => false);
       });
-      out.set(probs.dataSync() as Float32Array, indices[0]! * k);
+      // data(), not dataSync(): WebGPU can't read back synchronously in Node.
+      out.set((await probs.data()) as Float32Array, indices[0]! * k);
       probs.dispose();
     }
     return out;
   }
 
   /** Loss and accuracy on a labelled set, with the probabilities they came from. */
-  evaluate(set: ImageSet): { loss: number; accuracy: number; probabilities: Float32Array } {
-    const probabilities = this.predictProbabilities(set);
+  async evaluate(set: ImageSet): Promise<{ loss: number; accuracy: number; probabilities: Float32Array }> {
+    const probabilities = await this.predictProbabilities(set);
     const k = this.model.outputs[0]!.shape[1]!;
     let loss = 0;
     let correct = 0;
@@ -442,9 +463,86 @@ export class Learner {
     return activations;
   }
 
+  /**
+   * What trainEpoch gathers training activations from, or undefined when the frozen part must run
+   * on every batch; says which, and why, once per stage.
+   */
+  private trainingActivations(stage: number): TrainingCache {
+    const { train } = this.data;
+    const { augment, augmentCopies } = this.options;
+    const say = (message: string) => {
+      if (this.split.boundary > 0 && this.loggedStage !== stage) this.options.log?.(`stage ${stage}: ${message}`);
+      this.loggedStage = stage;
+    };
+    const mib = (copies: number) => (this.activationBytes(train, copies) / 1024 ** 2).toFixed(0);
+    const limit = `the cache limit (${(this.options.cacheBytes / 1024 ** 2).toFixed(0)} MiB)`;
+    if (augment === 'none') {
+      const activations = this.activations(train);
+      if (activations) {
+        say(`the frozen layers' output for the ${train.images.length} training images is computed once (${mib(1)} MiB)`);
+        return { activations, copies: 1 };
+      }
+      say(`the frozen layers run every epoch: their output for the training images (${mib(1)} MiB) exceeds ${limit}`);
+      return undefined;
+    }
+    if (augmentCopies > 0) {
+      const activations = this.augmentedActivations(augmentCopies);
+      if (activations) {
+        say(`the frozen layers' output for ${augmentCopies} augmented copies of each training image is computed once (${mib(augmentCopies)} MiB); each epoch draws one copy per image`);
+        return { activations, copies: augmentCopies };
+      }
+      say(`the frozen layers run every epoch: ${augmentCopies} augmented copies (${mib(augmentCopies)} MiB) exceed ${limit}`);
+      return undefined;
+    }
+    say(
+      `augmentation is on, so the frozen layers run on every training image every epoch (only validation is cached). ` +
+        `--augment-copies K computes them once for K augmented copies instead: faster epochs, K variants per image.`,
+    );
+    return undefined;
+  }
+
+  private activationBytes(set: ImageSet, copies: number): number {
+    const shape = this.model.layers[this.split.boundary]!.outputShape as number[];
+    return copies * set.images.length * shape.slice(1).reduce((a, b) => a * b, 1) * 4;
+  }
+
+  /** The frozen part's output for `copies` augmented copies of every training image (copy-major), kept while the split stays. */
+  private augmentedActivations(copies: number): tf.Tensor | undefined {
+    const { train } = this.data;
+    const boundary = this.split.boundary;
+    if (this.augmented?.boundary === boundary) return this.augmented.activations;
+    this.augmented?.activations.dispose();
+    this.augmented = undefined;
+    if (boundary <= 0 || train.images.length === 0 || this.activationBytes(train, copies) > this.options.cacheBytes) return undefined;
+    // The copies depend only on the seed, so a resumed run (or stage 2) makes the same ones.
+    const rng = this.rng.fork('augment-copies');
+    const parts: tf.Tensor[] = [];
+    for (let copy = 0; copy < copies; copy++) {
+      for (const indices of batchRanges(train.images.length, this.options.batchSize)) {
+        parts.push(
+          tf.tidy(() =>
+            this.split.runBottom(
+              imageBatch(train.images, indices, {
+                size: this.imageSize,
+                preprocessing: this.preprocessing,
+                augment: { level: this.options.augment, rng },
+              }),
+            ),
+          ),
+        );
+      }
+    }
+    const activations = tf.concat(parts, 0);
+    tf.dispose(parts);
+    this.augmented = { boundary, activations };
+    return activations;
+  }
+
   private clearCache(): void {
     for (const { activations } of this.caches.values()) activations.dispose();
     this.caches.clear();
+    this.augmented?.activations.dispose();
+    this.augmented = undefined;
   }
 
   // ── Weights ───────────────────────────────────────────────────────────────────────────────────
