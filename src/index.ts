@@ -47,8 +47,10 @@ export { classificationMetrics, rocAuc } from './train/metrics.js';
 export type { ClassificationMetrics, ClassMetrics } from './train/metrics.js';
 
 // Engine and files
-export { initEngine } from './engine/backend.js';
-export type { BackendName, BackendRequest, EngineInfo } from './engine/backend.js';
+export { BACKEND_ORDER, initEngine, probeBackends } from './engine/backend.js';
+export type { BackendName, BackendProbe, BackendRequest, EngineInfo, GpuAdapterSummary, ProbeBackendsOptions } from './engine/backend.js';
+export { SPEED_PROBE_DEFAULTS, speedProbe, speedProbes } from './engine/speed-probe.js';
+export type { SpeedProbeOptions, SpeedProbeOutcome, SpeedProbeResult, SpeedProbesOptions } from './engine/speed-probe.js';
 export { loadModelDir, saveModelDir } from './io/model-io.js';
 export type { Reporter, ProgressTask } from './reporter.js';
 

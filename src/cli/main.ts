@@ -3,6 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { backbones } from '../backbones/registry.js';
 import { FinetuneError, UsageError } from '../errors.js';
 import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
+import { doctorCommand } from './doctor.js';
 import { evaluateCommand } from './evaluate.js';
 import { predictCommand } from './predict.js';
 import { addRunsCommand } from './runs.js';
@@ -41,6 +42,12 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
         .default(DEFAULTS.preprocess),
     )
     .addOption(new Option('--augment <level>', 'training augmentation: flips, rotation, shift, zoom, brightness/contrast').choices(['none', 'light', 'strong']).default(DEFAULTS.augment))
+    .option(
+      '--augment-copies <k>',
+      "with augmentation: compute the frozen layers' output once for K augmented copies of each image (fast epochs) instead of every epoch (0)",
+      integer('--augment-copies'),
+      DEFAULTS.augmentCopies,
+    )
     .option('--epochs <n>', 'stage 1 epochs (head on the frozen backbone)', integer('--epochs'), DEFAULTS.epochs)
     .option('--lr <rate>', 'stage 1 learning rate (Adam)', number('--lr'), DEFAULTS.lr)
     .option('--batch-size <n>', 'images per training step', integer('--batch-size'), DEFAULTS.batchSize)
@@ -132,7 +139,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   // Subcommands take their own options (e.g. predict's --batch-size), so program options stop at them.
   let status = 0;
   const setStatus = (code: number) => (status = code);
-  program.enablePositionalOptions().addCommand(predictCommand(setStatus)).addCommand(evaluateCommand(setStatus));
+  program.enablePositionalOptions().addCommand(predictCommand(setStatus)).addCommand(evaluateCommand(setStatus)).addCommand(doctorCommand());
   addRunsCommand(program);
   try {
     await program.parseAsync(argv);

@@ -20,6 +20,7 @@ import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm'; // importing registers 'wasm'
 import { FinetuneError, UsageError } from '../errors.js';
 import { registerWasmTrainingKernels } from './wasm-kernels.js';
+import { registerWebgpuTrainingKernels } from './webgpu-kernels.js';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export type BackendRequest = BackendName | 'auto';
@@ -30,6 +31,36 @@ export interface BackendProbe {
   available: boolean;
   /** Why not ("no GPU adapter", "not installed (npm install …)") or what it is ("wasm, SIMD, 1 thread"). */
   detail: string;
+  /**
+   * From `probeBackends` only: whether an explicit request (`--backend <name>`) can use it. True
+   * where `available`, and also for a CPU-fallback WebGPU adapter, which `auto` passes over.
+   */
+  requestable?: boolean;
+  /** From `probeBackends` only: the WebGPU adapter Dawn offered, if it was asked. */
+  adapter?: GpuAdapterSummary;
+  /** From `probeBackends` only, where the backend's packages are missing: the command that adds them. */
+  install?: string;
+}
+
+/** A WebGPU adapter, as `probeBackends` reports it. */
+export interface GpuAdapterSummary {
+  /** Its description, device or vendor, whichever is there first (e.g. "NVIDIA GeForce RTX 3060"). */
+  name: string;
+  vendor?: string;
+  architecture?: string;
+  device?: string;
+  description?: string;
+  /** A software rasteriser (SwiftShader, llvmpipe, …): usable on request, but `auto` skips it. */
+  cpuFallback: boolean;
+}
+
+export interface ProbeBackendsOptions {
+  /**
+   * Look at every backend fully, as `finetune doctor` does: load Dawn and ask it for an adapter even
+   * where Linux shows no GPU device (`auto` skips that, since Dawn only prints driver warnings there).
+   * Default false: probe as `auto` does.
+   */
+  thorough?: boolean;
 }
 
 /** The backend in use. */
@@ -63,10 +94,22 @@ export function initEngine(request: BackendRequest = 'auto'): Promise<EngineInfo
   return run;
 }
 
-/** Probes every backend (for `finetune doctor`), without switching the active one. */
-export async function probeBackends(): Promise<BackendProbe[]> {
+/**
+ * Probes every backend, in `BACKEND_ORDER`, without switching the active one. The first `available`
+ * one is what `auto` picks (unless it then fails to initialise). Each probe also says whether an
+ * explicit request could use it (`requestable`), the WebGPU adapter found and, for a missing backend,
+ * the npm command that adds it.
+ */
+export async function probeBackends(options: ProbeBackendsOptions = {}): Promise<BackendProbe[]> {
+  const mode = options.thorough ? 'explicit' : 'auto';
   const probes: BackendProbe[] = [];
-  for (const name of BACKEND_ORDER) probes.push(publicProbe(await probe(name, 'auto')));
+  for (const name of BACKEND_ORDER) {
+    const p = await probe(name, mode);
+    const report: BackendProbe = { ...publicProbe(p), requestable: p.available || p.usableIfRequested };
+    if (p.adapter) report.adapter = { ...p.adapter };
+    if (p.install) report.install = p.install;
+    probes.push(report);
+  }
   return probes;
 }
 
@@ -109,6 +152,7 @@ async function init(request: BackendRequest): Promise<EngineInfo> {
 
 async function activate(name: BackendName): Promise<boolean> {
   if (name === 'wasm') registerWasmTrainingKernels(); // wasm lacks conv gradients of its own
+  if (name === 'webgpu') registerWebgpuTrainingKernels(); // the shipped conv filter gradients are slow
   if (!(await tf.setBackend(name))) return false;
   await tf.ready();
   return true;
@@ -203,10 +247,14 @@ async function probeTensorflow(): Promise<Probe> {
     }
     return { name, available: true, usableIfRequested: true, detail: what };
   }
-  const detail = failures.length
-    ? failures.join('; ')
-    : 'not installed (npm install @tensorflow/tfjs-node-gpu for an NVIDIA GPU with CUDA, or @tensorflow/tfjs-node)';
-  return { name, available: false, usableIfRequested: false, detail };
+  if (failures.length) return { name, available: false, usableIfRequested: false, detail: failures.join('; ') };
+  return {
+    name,
+    available: false,
+    usableIfRequested: false,
+    detail: 'not installed (npm install @tensorflow/tfjs-node-gpu for an NVIDIA GPU with CUDA, or @tensorflow/tfjs-node)',
+    install: 'npm install @tensorflow/tfjs-node-gpu (NVIDIA GPU with CUDA), or npm install @tensorflow/tfjs-node (CPU)',
+  };
 }
 
 /** Linux exposes every GPU a process can use as a device node; none means no GPU at all. */
@@ -255,7 +303,7 @@ async function probeWebgpu(mode: 'auto' | 'explicit'): Promise<Probe> {
     return no('no GPU adapter (no GPU device in /dev)');
   }
   const missing = ['webgpu', '@tensorflow/tfjs-backend-webgpu'].filter((p) => !isInstalled(p));
-  if (missing.length) return no(`not installed (npm install ${missing.join(' ')})`);
+  if (missing.length) return { ...no(`not installed (npm install ${missing.join(' ')})`), install: `npm install ${missing.join(' ')}` };
 
   let gpu: GpuLike;
   let adapter: AdapterLike | null;
@@ -270,7 +318,9 @@ async function probeWebgpu(mode: 'auto' | 'explicit'): Promise<Probe> {
   } catch (e) {
     return no(`Dawn (the webgpu package) failed to start (${firstLine(e)})`);
   }
-  if (!adapter) return no('no GPU adapter');
+  if (!adapter) {
+    return no(process.platform === 'linux' && !linuxHasGpuDevice() ? 'no GPU adapter (no GPU device in /dev)' : 'no GPU adapter');
+  }
 
   const info: AdapterInfoLike = adapter.info ?? (await adapter.requestAdapterInfo?.().catch(() => undefined)) ?? {};
   const adapterName =
@@ -279,15 +329,21 @@ async function probeWebgpu(mode: 'auto' | 'explicit'): Promise<Probe> {
     adapter.isFallbackAdapter === true ||
     info.isFallbackAdapter === true ||
     CPU_ADAPTER.test([info.vendor, info.architecture, info.device, info.description].join(' '));
+  const summary: GpuAdapterSummary = { name: adapterName, cpuFallback };
+  for (const k of ['vendor', 'architecture', 'device', 'description'] as const) {
+    const v = info[k];
+    if (typeof v === 'string' && v.length > 0) summary[k] = v;
+  }
+  const noWith = (detail: string): Probe => ({ ...no(detail), adapter: summary });
 
   // tfjs-backend-webgpu registers itself at import time only if navigator.gpu exists.
   setNavigatorGpu(gpu);
   try {
     await importOptional('@tensorflow/tfjs-backend-webgpu');
   } catch (e) {
-    return no(`@tensorflow/tfjs-backend-webgpu failed to load (${firstLine(e)})`);
+    return noWith(`@tensorflow/tfjs-backend-webgpu failed to load (${firstLine(e)})`);
   }
-  if (tf.findBackendFactory(name) == null) return no('@tensorflow/tfjs-backend-webgpu registered no backend');
+  if (tf.findBackendFactory(name) == null) return noWith('@tensorflow/tfjs-backend-webgpu registered no backend');
 
   if (cpuFallback) {
     return {
@@ -296,9 +352,10 @@ async function probeWebgpu(mode: 'auto' | 'explicit'): Promise<Probe> {
       usableIfRequested: true,
       detail: `adapter is a CPU fallback (${adapterName})`,
       inUseDetail: `webgpu on ${adapterName} (a CPU fallback adapter)`,
+      adapter: summary,
     };
   }
-  return { name, available: true, usableIfRequested: true, detail: `webgpu on ${adapterName}` };
+  return { name, available: true, usableIfRequested: true, detail: `webgpu on ${adapterName}`, adapter: summary };
 }
 
 function setNavigatorGpu(gpu: GpuLike): void {
