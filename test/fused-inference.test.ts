@@ -8,6 +8,7 @@ import { mobileNetV2 } from '../src/backbones/mobilenet_v2.js';
 import { vgg16 } from '../src/backbones/vgg16.js';
 import { initEngine } from '../src/engine/backend.js';
 import { FusedInference } from '../src/engine/fused-inference.js';
+import { SplitModel } from '../src/train/graph.js';
 
 beforeAll(async () => {
   await initEngine('wasm');
@@ -95,6 +96,26 @@ describe('FusedInference', () => {
   it('declines models it cannot plan (Sequential)', () => {
     const model = tf.sequential({ layers: [tf.layers.dense({ units: 2, inputShape: [3] })] });
     expect(FusedInference.forModel(model)).toBeUndefined();
+    model.dispose();
+  });
+});
+
+describe('SplitModel.runTop (trainable layers, batch norms in inference mode)', () => {
+  it('gives the values and the γ/β gradients that the layers themselves give', () => {
+    const model = mobileNetV2({ alpha: 0.35, imageSize: 32 });
+    randomiseBatchNorms(model, 4);
+    const split = new SplitModel(model, 0);
+    const x = tf.randomUniform([2, 32, 32, 3], -1, 1, 'float32', 11);
+    const bn = model.getLayer('block_16_project_BN');
+    const [gamma, beta] = bn.trainableWeights.map((w) => w.read() as tf.Variable);
+    const ours = tf.variableGrads(() => tf.sum(tf.square(split.runTop(x, () => false))) as tf.Scalar, [gamma!, beta!]);
+    const theirs = tf.variableGrads(
+      () => tf.sum(tf.square(model.apply(x, { training: false }) as tf.Tensor)) as tf.Scalar,
+      [gamma!, beta!],
+    );
+    expect(Math.abs(ours.value.dataSync()[0]! - theirs.value.dataSync()[0]!) / theirs.value.dataSync()[0]!).toBeLessThan(1e-4);
+    for (const name of [gamma!.name, beta!.name]) expect(relativeError(theirs.grads[name]!, ours.grads[name]!)).toBeLessThan(1e-3);
+    tf.dispose([x, ours.value, theirs.value, ...Object.values(ours.grads), ...Object.values(theirs.grads)]);
     model.dispose();
   });
 });
