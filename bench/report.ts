@@ -1,0 +1,163 @@
+/** The benchmark's JSON document, the machine it describes, and the console table. */
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import * as tf from '@tensorflow/tfjs';
+import type { BackendName, BackendProbe } from '../src/engine/backend.js';
+import type { DecodeResult } from './decode.js';
+import { repoRoot } from './jobs.js';
+import type { SpeedResult } from './model-speed.js';
+import type { StagedResult } from './staged.js';
+
+export interface MachineInfo {
+  hostname: string;
+  platform: string;
+  release: string;
+  arch: string;
+  cpuModel: string;
+  cpuCount: number;
+  availableParallelism: number;
+  totalMemoryBytes: number;
+  node: string;
+}
+
+export interface BackendReport {
+  name: BackendName;
+  /** From initEngine in the measuring processes, e.g. "wasm, SIMD, 1 thread". */
+  detail?: string;
+  probes?: BackendProbe[];
+  notes: string[];
+  forward: SpeedResult[];
+  train: SpeedResult[];
+  staged?: StagedResult;
+  stagedError?: string;
+}
+
+export interface BenchReport {
+  format: 'finetune-bench/1';
+  created: string;
+  /** The flags given. */
+  argv: string[];
+  quick: boolean;
+  machine: MachineInfo;
+  versions: Record<string, string | undefined>;
+  /** Every backend probed, available or not, and why. */
+  probes: BackendProbe[];
+  settings: Record<string, unknown>;
+  decode?: DecodeResult;
+  backends: BackendReport[];
+  seconds: number;
+}
+
+const require = createRequire(import.meta.url);
+
+function versionOf(pkg: string): string | undefined {
+  try {
+    return (require(`${pkg}/package.json`) as { version: string }).version;
+  } catch {
+    return undefined;
+  }
+}
+
+export function machineInfo(): MachineInfo {
+  const cpus = os.cpus();
+  return {
+    hostname: os.hostname(),
+    platform: os.platform(),
+    release: os.release(),
+    arch: os.arch(),
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    cpuCount: cpus.length,
+    availableParallelism: typeof os.availableParallelism === 'function' ? os.availableParallelism() : cpus.length,
+    totalMemoryBytes: os.totalmem(),
+    node: process.versions.node,
+  };
+}
+
+export function versions(): Record<string, string | undefined> {
+  let commit: string | undefined;
+  try {
+    commit = execFileSync('git', ['describe', '--always', '--dirty'], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
+  } catch {
+    commit = undefined;
+  }
+  return {
+    finetune: (require('../package.json') as { version: string }).version,
+    commit,
+    tfjs: tf.version.tfjs,
+    'tfjs-backend-wasm': versionOf('@tensorflow/tfjs-backend-wasm'),
+    'tfjs-backend-webgpu': versionOf('@tensorflow/tfjs-backend-webgpu'),
+    'tfjs-node': versionOf('@tensorflow/tfjs-node'),
+    'tfjs-node-gpu': versionOf('@tensorflow/tfjs-node-gpu'),
+    sharp: versionOf('sharp'),
+  };
+}
+
+/** One line of the console table. */
+export interface Row {
+  backend: string;
+  measurement: string;
+  figure: string;
+  details: string;
+}
+
+const fmt = (x: number, digits = x >= 100 ? 0 : x >= 10 ? 1 : 2) => x.toFixed(digits);
+
+function speedRow(backend: string, r: SpeedResult): Row {
+  const measurement = `${r.model} ${r.measurement === 'forward' ? 'forward' : 'training step'}`;
+  const retried = r.batch !== r.requestedBatch ? ` (${r.requestedBatch}${r.requestedBatch / 2 > r.batch ? `…${r.batch * 2}` : ''}: out of memory)` : '';
+  if (r.imagesPerSecond === undefined || !r.timing) {
+    return { backend, measurement, figure: 'failed', details: `batch ${r.batch}${retried}: ${r.error ?? 'no result'}` };
+  }
+  const t = r.timing;
+  return {
+    backend,
+    measurement,
+    figure: `${fmt(r.imagesPerSecond)} img/s`,
+    details: `batch ${r.batch}${retried}; ${t.steps} step${t.steps === 1 ? '' : 's'} in ${fmt(t.seconds)} s, median ${fmt(t.msPerStep.median / 1000)} s/step; random weights`,
+  };
+}
+
+export function tableRows(report: BenchReport): Row[] {
+  const rows: Row[] = [];
+  const d = report.decode;
+  if (d) {
+    rows.push({
+      backend: '(sharp)',
+      measurement: `decode to ${d.size} px`,
+      figure: `${fmt(d.imagesPerSecond)} img/s`,
+      details: `${d.files} ${d.source === 'hymenoptera' ? 'hymenoptera JPEGs' : 'generated JPEGs'} × ${d.passes}, ${d.concurrency} at a time${d.failed ? `, ${d.failed} failed` : ''}`,
+    });
+  }
+  for (const b of report.backends) {
+    for (const r of [...b.forward, ...b.train]) rows.push(speedRow(b.name, r));
+    const s = b.staged;
+    if (s) {
+      const setup = `${s.model}, ${s.dataset.name} ${s.dataset.train}+${s.dataset.valid}, ${s.epochs.head}+${s.epochs.fineTune} epochs, batch ${s.batchSize}`;
+      rows.push({ backend: b.name, measurement: 'staged fine-tune, with cache', figure: `${fmt(s.cached.seconds)} s`, details: setup });
+      rows.push({ backend: b.name, measurement: 'staged fine-tune, without cache', figure: `${fmt(s.uncached.seconds)} s`, details: 'cacheBytes 0' });
+      rows.push({ backend: b.name, measurement: 'staged: cache speed-up', figure: `${fmt(s.ratio)}×`, details: 'time without / time with' });
+      rows.push({
+        backend: b.name,
+        measurement: 'staged: val accuracy (cache / none)',
+        figure: `${s.cached.valAccuracy.toFixed(3)} / ${s.uncached.valAccuracy.toFixed(3)}`,
+        details: `max weight difference ${s.maxWeightDiff.toExponential(1)}; weights ${s.weights === 'random' ? 'random' : 'pretrained'}`,
+      });
+    } else if (b.stagedError) {
+      rows.push({ backend: b.name, measurement: 'staged fine-tune', figure: 'failed', details: b.stagedError });
+    }
+  }
+  return rows;
+}
+
+/** A plain-text table (also valid Markdown). */
+export function formatTable(rows: Row[]): string {
+  const header: Row = { backend: 'backend', measurement: 'measurement', figure: 'figure', details: 'what was measured' };
+  const keys = ['backend', 'measurement', 'figure', 'details'] as const;
+  const width = (k: (typeof keys)[number]) => Math.max(...[header, ...rows].map((r) => r[k].length));
+  const line = (r: Row) => `| ${keys.map((k) => (k === 'figure' ? r[k].padStart(width(k)) : r[k].padEnd(width(k)))).join(' | ')} |`;
+  const rule = `|${keys.map((k) => (k === 'figure' ? `${'-'.repeat(width(k) + 1)}:` : '-'.repeat(width(k) + 2))).join('|')}|`;
+  return [line(header), rule, ...rows.map(line)].join('\n');
+}
