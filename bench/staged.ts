@@ -179,6 +179,8 @@ export async function benchStaged(options: StagedOptions, log: (line: string) =>
     const run = async (model: tf.LayersModel, cache: 'default' | 0): Promise<StagedRun> => {
       const started = performance.now();
       const learner = makeLearner(model, learnerData, cache);
+      // As fineTune does: stage 1 caches what lies below stage 2's layers.
+      if (options.fineTuneEpochs > 0) learner.retainActivationsFor({ blocks: options.unfreeze });
       const stageSeconds: number[] = [];
       let s = performance.now();
       await learner.fit(options.headEpochs, options.lr, 1);

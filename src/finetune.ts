@@ -29,7 +29,7 @@ import { topLossItems, writeRunReport } from './report/index.js';
 import { balancedClassWeights, EarlyStopping, HistoryLogger, ModelCheckpoint, ReduceLROnPlateau } from './train/callbacks.js';
 import { attachHead } from './train/head.js';
 import { CheckpointSaver, loadCheckpoint, type LoadedCheckpoint } from './train/checkpoint.js';
-import { Learner, type Callback, type EpochLogs, type ResumePoint } from './train/learner.js';
+import { Learner, type Callback, type EpochLogs, type ResumePoint, type UnfreezeSpec } from './train/learner.js';
 import { classificationMetrics, type ClassificationMetrics } from './train/metrics.js';
 
 /** Everything `finetune <data>` can be told; every field but `data` has a default. */
@@ -269,12 +269,13 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     } else {
       reporter.info(`stage 1: training the head on the frozen ${spec.name} for up to ${opts.epochs} epochs (lr ${opts.lr})`);
     }
+    const stage2: UnfreezeSpec = opts.unfreezeFrom !== undefined ? { fromLayer: opts.unfreezeFrom } : { blocks: opts.unfreeze };
+    // Stage 1 caches what lies below stage 2's layers, so unfreezing needn't run the backbone again.
+    if (opts.fineTuneEpochs > 0 && !fromScratch) learner.retainActivationsFor(stage2);
     await runStage(1, opts.epochs, opts.lr);
 
     if (opts.fineTuneEpochs > 0 && !fromScratch) {
-      const unfrozen = learner.unfreeze(
-        opts.unfreezeFrom !== undefined ? { fromLayer: opts.unfreezeFrom } : { blocks: opts.unfreeze },
-      );
+      const unfrozen = learner.unfreeze(stage2);
       reporter.info(
         `stage 2: fine-tuning ${unfrozen.length} backbone layers (${unfrozen[0]} … ${unfrozen.at(-1)}) ` +
           `for up to ${opts.fineTuneEpochs} epochs (lr ${opts.fineTuneLr})`,

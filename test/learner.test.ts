@@ -12,7 +12,7 @@ import { discoverLayout } from '../src/data/layout.js';
 import { makeShapesDataset } from '../src/data/synthetic.js';
 import { initEngine } from '../src/engine/backend.js';
 import { attachHead, HEAD_LAYERS } from '../src/train/head.js';
-import { SplitModel } from '../src/train/graph.js';
+import { FusedInference } from '../src/engine/fused-inference.js';
 import { Learner, type LearnerOptions } from '../src/train/learner.js';
 import { sharedMobileNetWeights } from './helpers/shared.js';
 
@@ -43,6 +43,17 @@ async function makeLearner(options: LearnerOptions = {}) {
     ...options,
   });
   return { learner, model };
+}
+
+/** Counts the images the frozen layers run on (every frozen run from the images goes through FusedInference). */
+function bottomRuns() {
+  let images = 0;
+  const original = FusedInference.prototype.run;
+  FusedInference.prototype.run = function (this: FusedInference, x: tf.Tensor) {
+    if (x.shape.length === 4 && x.shape[3] === 3) images += x.shape[0]!;
+    return original.call(this, x);
+  };
+  return { count: () => images, restore: () => void (FusedInference.prototype.run = original) };
 }
 
 /** Every weight of every layer, by layer name, copied out of the model. */
@@ -156,15 +167,6 @@ describe('Learner (MobileNetV2 alpha 0.35, 96 px, wasm)', () => {
 
   it('with augmentation, --augment-copies runs the frozen layers once per stage and says so', async () => {
     const messages: string[] = [];
-    const bottomRuns = () => {
-      let images = 0;
-      const original = SplitModel.prototype.runBottom;
-      SplitModel.prototype.runBottom = function (this: SplitModel, x: tf.Tensor) {
-        images += x.shape[0]!;
-        return original.call(this, x);
-      };
-      return { count: () => images, restore: () => void (SplitModel.prototype.runBottom = original) };
-    };
     const train = data.train.images.length;
     const valid = data.valid.images.length;
 
@@ -196,6 +198,27 @@ describe('Learner (MobileNetV2 alpha 0.35, 96 px, wasm)', () => {
     if (weights) expect(first.rows.at(-1)!.valAccuracy).toBeGreaterThan(0.5);
     const second = await run(); // the copies and the draws come from the seed
     expect(Array.from(second.head)).toEqual(Array.from(first.head));
+  });
+
+  it('retaining the activations below stage 2 runs the backbone once for both stages, with the same result', async () => {
+    const run = async (retain: boolean) => {
+      const { learner, model } = await makeLearner();
+      const spy = bottomRuns();
+      if (retain) learner.retainActivationsFor({ blocks: 2 });
+      await learner.fit(2, 3e-3, 1);
+      learner.unfreeze({ blocks: 2 });
+      await learner.fit(2, 1e-3, 2);
+      spy.restore();
+      const conv = model.getLayer('Conv_1').getWeights()[0]!.dataSync().slice();
+      learner.dispose();
+      model.dispose();
+      return { conv, images: spy.count() };
+    };
+    const all = data.train.images.length + data.valid.images.length;
+    const [retained, plain] = [await run(true), await run(false)];
+    expect(retained.images).toBe(all);
+    expect(plain.images).toBe(2 * all);
+    expect(Array.from(retained.conv)).toEqual(Array.from(plain.conv));
   });
 
   it('VGG16: stage 2 with --unfreeze 1 trains block5 and the head only', async () => {

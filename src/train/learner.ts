@@ -3,6 +3,7 @@ import type { Preprocessing } from '../backbones/preprocess.js';
 import { batchRanges, imageBatch, type ImageSet } from '../data/batches.js';
 import { Rng } from '../data/rng.js';
 import type { AugmentLevel } from '../data/types.js';
+import { FusedInference } from '../engine/fused-inference.js';
 import { FinetuneError, InterruptedError } from '../errors.js';
 import { SplitModel } from './graph.js';
 import { HEAD_LAYERS } from './head.js';
@@ -116,10 +117,8 @@ export interface LearnerData {
   valid?: ImageSet;
 }
 
-interface ActivationCache {
-  boundary: number;
-  activations: tf.Tensor;
-}
+/** What a later stage unfreezes: the top `blocks` backbone blocks, or every layer from `fromLayer` up. */
+export type UnfreezeSpec = { blocks: number } | { fromLayer: string };
 
 /** The training set's frozen activations as a stage uses them. */
 type TrainingCache =
@@ -146,9 +145,10 @@ export class Learner {
   private readonly blocks: string[][];
   private trainable = new Set<string>();
   private split!: SplitModel; // set by setTrainable(), first through freeze() in the constructor
-  private readonly caches = new Map<ImageSet, ActivationCache>();
-  /** Activations of augmented copies of the training images (augmentCopies). */
-  private augmented: ActivationCache | undefined;
+  /** Frozen activations per image set, by `${layer index}:${augmented copies}` (0: unaugmented). */
+  private readonly caches = new Map<ImageSet, Map<string, tf.Tensor>>();
+  /** The layer whose output stays cached when the split moves (retainActivationsFor). */
+  private retained: number | undefined;
   private loggedStage: number | undefined;
   private optimizer: FusedAdam | undefined;
   private readonly rng: Rng;
@@ -194,7 +194,30 @@ export class Learner {
    * Makes the top `blocks` backbone blocks trainable (plus the head), or every layer from
    * `fromLayer` up. Returns the names of the backbone layers now trainable.
    */
-  unfreeze(what: { blocks: number } | { fromLayer: string }): string[] {
+  unfreeze(what: UnfreezeSpec): string[] {
+    const layers = this.layersToUnfreeze(what);
+    this.setTrainable([...layers, HEAD_LAYERS.logits]);
+    return layers.filter((name) => this.model.getLayer(name).weights.length > 0);
+  }
+
+  /**
+   * Tells the learner what a later stage will unfreeze, so that it caches the frozen activations
+   * just below those layers: this stage derives its own from them, and unfreezing then reuses them
+   * instead of running the backbone over every image again.
+   */
+  retainActivationsFor(what: UnfreezeSpec): void {
+    const layers = this.layersToUnfreeze(what);
+    const names = this.model.layers.map((l) => l.name);
+    const boundary = this.boundaryBelow(Math.min(...layers.map((name) => names.indexOf(name))));
+    try {
+      new SplitModel(this.model, boundary); // the activations there must be a single tensor
+      this.retained = boundary;
+    } catch {
+      this.retained = undefined;
+    }
+  }
+
+  private layersToUnfreeze(what: UnfreezeSpec): string[] {
     let layers: string[];
     if ('blocks' in what) {
       const n = Math.max(0, Math.min(what.blocks, this.blocks.length));
@@ -211,8 +234,7 @@ export class Learner {
       }
       layers = names.slice(start, headStart);
     }
-    this.setTrainable([...layers, HEAD_LAYERS.logits]);
-    return layers.filter((name) => this.model.getLayer(name).weights.length > 0);
+    return layers;
   }
 
   /** Names of the layers whose weights train now. */
@@ -223,16 +245,19 @@ export class Learner {
   private setTrainable(names: string[]): void {
     this.trainable = new Set(names);
     for (const layer of this.model.layers) layer.trainable = this.trainable.has(layer.name);
-    const layers = this.model.layers;
-    const lowest = layers.findIndex((l) => this.trainable.has(l.name));
-    // Everything below the lowest trainable layer is frozen; Dropout must stay above the split
-    // because it behaves differently in training.
-    let boundary = lowest - 1;
-    while (boundary > 0 && layers[boundary]!.getClassName() === 'Dropout') boundary--;
+    const boundary = this.boundaryBelow(this.model.layers.findIndex((l) => this.trainable.has(l.name)));
     const previous = this.split as SplitModel | undefined;
     this.split = new SplitModel(this.model, boundary);
     previous?.dispose();
-    if (previous && previous.boundary !== boundary) this.clearCache();
+    if (previous && previous.boundary !== boundary) this.clearCache((b) => b === boundary || b === this.retained);
+  }
+
+  /** The split for a lowest trainable layer: everything below it is frozen. */
+  private boundaryBelow(lowestTrainable: number): number {
+    // Dropout must stay above the split because it behaves differently in training.
+    let boundary = lowestTrainable - 1;
+    while (boundary > 0 && this.model.layers[boundary]!.getClassName() === 'Dropout') boundary--;
+    return boundary;
   }
 
   /** Trainable variables in a stable order. */
@@ -445,22 +470,68 @@ export class Learner {
    * stays where it is; undefined when it would not fit in `cacheBytes`.
    */
   private activations(set: ImageSet): tf.Tensor | undefined {
-    const boundary = this.split.boundary;
-    const cached = this.caches.get(set);
-    if (cached && cached.boundary === boundary) return cached.activations;
+    return this.cachedOutputs(set, this.split.boundary, 0);
+  }
+
+  /**
+   * Layer `boundary`'s output for every image of `set` (copies 0) or for `copies` augmented copies
+   * of each (copy-major rows), from the cache, else computed and cached — from the retained layer's
+   * cached output where there is one below, else from the images.
+   */
+  private cachedOutputs(set: ImageSet, boundary: number, copies: number): tf.Tensor | undefined {
     if (boundary <= 0 || set.images.length === 0) return undefined;
-    const shape = this.model.layers[boundary]!.outputShape as number[];
-    const bytes = set.images.length * shape.slice(1).reduce((a, b) => a * b, 1) * 4;
-    if (bytes > this.options.cacheBytes) return undefined;
-    const parts = batchRanges(set.images.length, this.options.batchSize).map((indices) =>
-      tf.tidy(() =>
-        this.split.runBottom(imageBatch(set.images, indices, { size: this.imageSize, preprocessing: this.preprocessing })),
-      ),
-    );
-    const activations = tf.concat(parts, 0);
-    tf.dispose(parts);
-    this.caches.set(set, { boundary, activations });
+    const key = `${boundary}:${copies}`;
+    const hit = this.caches.get(set)?.get(key);
+    if (hit) return hit;
+    if (this.cachedBytes() + this.activationBytes(set, copies, boundary) > this.options.cacheBytes) return undefined;
+    const retained = this.retained;
+    const base = retained !== undefined && retained > 0 && retained < boundary ? this.cachedOutputs(set, retained, copies) : undefined;
+    const activations = base ? this.runFrozen(base, retained!, boundary) : this.frozenFromImages(set, boundary, copies);
+    if (!this.caches.has(set)) this.caches.set(set, new Map());
+    this.caches.get(set)!.set(key, activations);
     return activations;
+  }
+
+  /** Runs the frozen layers (from, to] over cached activations, a batch at a time. */
+  private runFrozen(input: tf.Tensor, from: number, to: number): tf.Tensor {
+    const plan = new FusedInference(this.model, from, to);
+    try {
+      const parts = batchRanges(input.shape[0]!, this.options.batchSize).map((rows) =>
+        tf.tidy(() => plan.run(tf.slice(input, rows[0]!, rows.length))),
+      );
+      const out = tf.concat(parts, 0);
+      tf.dispose(parts);
+      return out;
+    } finally {
+      plan.dispose();
+    }
+  }
+
+  /** Layer `boundary`'s output computed from the images (augmented `copies` times, or not). */
+  private frozenFromImages(set: ImageSet, boundary: number, copies: number): tf.Tensor {
+    const plan = boundary === this.split.boundary ? undefined : new FusedInference(this.model, 0, boundary);
+    const run = (x: tf.Tensor) => (plan ? plan.run(x) : this.split.runBottom(x));
+    // The copies depend only on the seed, so a resumed run (or stage 2) makes the same ones.
+    const rng = this.rng.fork('augment-copies');
+    const parts: tf.Tensor[] = [];
+    try {
+      for (let copy = 0; copy < Math.max(1, copies); copy++) {
+        for (const indices of batchRanges(set.images.length, this.options.batchSize)) {
+          const augment = copies > 0 ? { level: this.options.augment, rng } : undefined;
+          parts.push(tf.tidy(() => run(imageBatch(set.images, indices, { size: this.imageSize, preprocessing: this.preprocessing, augment }))));
+        }
+      }
+      return tf.concat(parts, 0);
+    } finally {
+      tf.dispose(parts);
+      plan?.dispose();
+    }
+  }
+
+  private cachedBytes(): number {
+    let bytes = 0;
+    for (const perSet of this.caches.values()) for (const t of perSet.values()) bytes += t.size * 4;
+    return bytes;
   }
 
   /**
@@ -486,7 +557,7 @@ export class Learner {
       return undefined;
     }
     if (augmentCopies > 0) {
-      const activations = this.augmentedActivations(augmentCopies);
+      const activations = this.cachedOutputs(train, this.split.boundary, augmentCopies);
       if (activations) {
         say(`the frozen layers' output for ${augmentCopies} augmented copies of each training image is computed once (${mib(augmentCopies)} MiB); each epoch draws one copy per image`);
         return { activations, copies: augmentCopies };
@@ -501,48 +572,20 @@ export class Learner {
     return undefined;
   }
 
-  private activationBytes(set: ImageSet, copies: number): number {
-    const shape = this.model.layers[this.split.boundary]!.outputShape as number[];
-    return copies * set.images.length * shape.slice(1).reduce((a, b) => a * b, 1) * 4;
+  private activationBytes(set: ImageSet, copies: number, boundary = this.split.boundary): number {
+    const shape = this.model.layers[boundary]!.outputShape as number[];
+    return Math.max(1, copies) * set.images.length * shape.slice(1).reduce((a, b) => a * b, 1) * 4;
   }
 
-  /** The frozen part's output for `copies` augmented copies of every training image (copy-major), kept while the split stays. */
-  private augmentedActivations(copies: number): tf.Tensor | undefined {
-    const { train } = this.data;
-    const boundary = this.split.boundary;
-    if (this.augmented?.boundary === boundary) return this.augmented.activations;
-    this.augmented?.activations.dispose();
-    this.augmented = undefined;
-    if (boundary <= 0 || train.images.length === 0 || this.activationBytes(train, copies) > this.options.cacheBytes) return undefined;
-    // The copies depend only on the seed, so a resumed run (or stage 2) makes the same ones.
-    const rng = this.rng.fork('augment-copies');
-    const parts: tf.Tensor[] = [];
-    for (let copy = 0; copy < copies; copy++) {
-      for (const indices of batchRanges(train.images.length, this.options.batchSize)) {
-        parts.push(
-          tf.tidy(() =>
-            this.split.runBottom(
-              imageBatch(train.images, indices, {
-                size: this.imageSize,
-                preprocessing: this.preprocessing,
-                augment: { level: this.options.augment, rng },
-              }),
-            ),
-          ),
-        );
+  /** Frees cached activations (all, or those at boundaries `keep` rejects). */
+  private clearCache(keep: (boundary: number) => boolean = () => false): void {
+    for (const perSet of this.caches.values()) {
+      for (const [key, activations] of perSet) {
+        if (keep(Number(key.split(':')[0]))) continue;
+        activations.dispose();
+        perSet.delete(key);
       }
     }
-    const activations = tf.concat(parts, 0);
-    tf.dispose(parts);
-    this.augmented = { boundary, activations };
-    return activations;
-  }
-
-  private clearCache(): void {
-    for (const { activations } of this.caches.values()) activations.dispose();
-    this.caches.clear();
-    this.augmented?.activations.dispose();
-    this.augmented = undefined;
   }
 
   // ── Weights ───────────────────────────────────────────────────────────────────────────────────
