@@ -17,6 +17,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { isPointwise } from './conv-shapes.js';
 
 type TensorInfo = tf.TensorInfo;
 type Shape4 = [number, number, number, number];
@@ -135,20 +136,6 @@ function convInfo(
     rounding,
     depthwise,
     'channelsLast',
-  );
-}
-
-/** True when the convolution is a plain per-pixel matrix product (1×1, stride 1, no padding). */
-function isPointwise(info: tf.backend_util.Conv2DInfo): boolean {
-  return (
-    info.filterHeight === 1 &&
-    info.filterWidth === 1 &&
-    info.strideHeight === 1 &&
-    info.strideWidth === 1 &&
-    info.padInfo.top === 0 &&
-    info.padInfo.left === 0 &&
-    info.outHeight === info.inHeight &&
-    info.outWidth === info.inWidth
   );
 }
 

@@ -31,6 +31,7 @@
  * (`WebGPUProgram`, `backend.runWebGPUProgram`) are declared structurally below.
  */
 import * as tf from '@tensorflow/tfjs';
+import { isPointwise } from './conv-shapes.js';
 
 type TensorInfo = tf.TensorInfo;
 type Shape4 = [number, number, number, number];
@@ -200,20 +201,6 @@ function conv2DBackpropFilter(args: KernelArgs): TensorInfo | TensorInfo[] {
     { type: 'int32', data: [pixels] },
   ]);
   return sumSplits(backend, partials, splits, attrs.filterShape);
-}
-
-/** True when the convolution is a plain per-pixel matrix product (1×1, stride 1, no padding). */
-function isPointwise(info: tf.backend_util.Conv2DInfo): boolean {
-  return (
-    info.filterHeight === 1 &&
-    info.filterWidth === 1 &&
-    info.strideHeight === 1 &&
-    info.strideWidth === 1 &&
-    info.padInfo.top === 0 &&
-    info.padInfo.left === 0 &&
-    info.outHeight === info.inHeight &&
-    info.outWidth === info.inWidth
-  );
 }
 
 /** Output tile edge of the implicit GEMM (rows = filter taps × input channels, columns = output channels). */

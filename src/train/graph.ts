@@ -19,6 +19,7 @@ export class SplitModel {
   readonly boundary: number;
   private readonly inbound: string[][];
   private bottom: FusedInference | undefined;
+  private top: FusedInference | undefined;
 
   constructor(
     readonly model: tf.LayersModel,
@@ -46,10 +47,20 @@ export class SplitModel {
     return this.bottom.run(x);
   }
 
-  /** Frees the bottom's folded weights. */
+  /**
+   * Model output from the boundary tensor in inference mode (evaluation, prediction), folded like
+   * the bottom; the folded weights follow the trainable ones as they change.
+   */
+  runTopInference(boundaryOutput: tf.Tensor): tf.Tensor {
+    this.top ??= new FusedInference(this.model, this.boundary, this.model.layers.length - 1);
+    return this.top.run(boundaryOutput);
+  }
+
+  /** Frees the folded weights. */
   dispose(): void {
     this.bottom?.dispose();
-    this.bottom = undefined;
+    this.top?.dispose();
+    this.bottom = this.top = undefined;
   }
 
   /** Model output from the boundary tensor; `training(layer)` decides each layer's mode. */

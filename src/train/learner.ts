@@ -436,7 +436,7 @@ export class Learner {
         const boundaryInput = cache
           ? tf.gather(cache, indices)
           : this.split.runBottom(imageBatch(set.images, indices, { size: this.imageSize, preprocessing: this.preprocessing }));
-        return this.split.runTop(boundaryInput, () => false);
+        return this.split.runTopInference(boundaryInput);
       });
       // data(), not dataSync(): WebGPU can't read back synchronously in Node.
       out.set((await probs.data()) as Float32Array, indices[0]! * k);
