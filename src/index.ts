@@ -41,7 +41,9 @@ export type { BackboneOptions, BackboneSpec, ImagenetWeightsFile } from './backb
 // Training
 export { attachHead, HEAD_LAYERS } from './train/head.js';
 export { Learner } from './train/learner.js';
-export type { BatchLogs, Callback, EpochLogs, LearnerData, LearnerOptions, TrainingContext } from './train/learner.js';
+export type { BatchLogs, Callback, EpochLogs, LearnerData, LearnerOptions, TrainingContext, UnfreezeSpec } from './train/learner.js';
+export { FusedAdam } from './train/optimizer.js';
+export type { AdamOptions } from './train/optimizer.js';
 export { EarlyStopping, HistoryLogger, ModelCheckpoint, ReduceLROnPlateau, balancedClassWeights } from './train/callbacks.js';
 export { classificationMetrics, rocAuc } from './train/metrics.js';
 export type { ClassificationMetrics, ClassMetrics } from './train/metrics.js';
@@ -50,6 +52,7 @@ export type { ClassificationMetrics, ClassMetrics } from './train/metrics.js';
 export { BACKEND_ORDER, initEngine, probeBackends } from './engine/backend.js';
 export type { BackendName, BackendProbe, BackendRequest, EngineInfo, GpuAdapterSummary, ProbeBackendsOptions } from './engine/backend.js';
 export { SPEED_PROBE_DEFAULTS, speedProbe, speedProbes } from './engine/speed-probe.js';
+export { FusedInference } from './engine/fused-inference.js';
 export type { SpeedProbeOptions, SpeedProbeOutcome, SpeedProbeResult, SpeedProbesOptions } from './engine/speed-probe.js';
 export { loadModelDir, saveModelDir } from './io/model-io.js';
 export type { Reporter, ProgressTask } from './reporter.js';
