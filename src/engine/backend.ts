@@ -19,6 +19,7 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm'; // importing registers 'wasm'
 import { FinetuneError, UsageError } from '../errors.js';
+import { registerRelu6GradKernels } from './relu6.js';
 import { registerWasmTrainingKernels } from './wasm-kernels.js';
 import { registerWebgpuTrainingKernels } from './webgpu-kernels.js';
 
@@ -151,6 +152,7 @@ async function init(request: BackendRequest): Promise<EngineInfo> {
 }
 
 async function activate(name: BackendName): Promise<boolean> {
+  registerRelu6GradKernels(); // wasm and cpu
   if (name === 'wasm') registerWasmTrainingKernels(); // wasm lacks conv gradients of its own
   if (name === 'webgpu') registerWebgpuTrainingKernels(); // the shipped conv filter gradients are slow
   if (!(await tf.setBackend(name))) return false;

@@ -43,7 +43,7 @@ function config(layer: Layer): Record<string, unknown> {
 }
 
 /** The fused activation a ReLU layer amounts to, if it is plain relu or relu6. */
-function reluActivation(layer: Layer): Activation | undefined {
+export function reluActivation(layer: Layer): Activation | undefined {
   if (layer.getClassName() !== 'ReLU') return undefined;
   const c = config(layer);
   if ((c.threshold ?? 0) !== 0 || (c.negativeSlope ?? 0) !== 0) return undefined;

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import { FusedInference, inboundNames } from '../engine/fused-inference.js';
+import { FusedInference, inboundNames, reluActivation } from '../engine/fused-inference.js';
+import { relu6 } from '../engine/relu6.js';
 
 type Layer = tf.layers.Layer;
 
@@ -78,10 +79,9 @@ export class SplitModel {
       const layer = layers[i]!;
       const inputs = this.inbound[i]!.map((name) => outputs.get(name)!);
       const inTraining = training(layer);
-      last =
-        !inTraining && inputs.length === 1 && isChannelsLastBatchNorm(layer)
-          ? batchNormAsAffine(layer, inputs[0]!)
-          : (layer.apply(inputs.length === 1 ? inputs[0]! : inputs, { training: inTraining }) as tf.Tensor);
+      if (inputs.length === 1 && !inTraining && isChannelsLastBatchNorm(layer)) last = batchNormAsAffine(layer, inputs[0]!);
+      else if (inputs.length === 1 && reluActivation(layer) === 'relu6') last = relu6(inputs[0]!); // one-kernel gradient
+      else last = layer.apply(inputs.length === 1 ? inputs[0]! : inputs, { training: inTraining }) as tf.Tensor;
       outputs.set(layer.name, last);
       if (layer.name === until) break;
     }
