@@ -43,6 +43,23 @@ function config(layer: Layer): Record<string, unknown> {
 }
 
 /** The fused activation a ReLU layer amounts to, if it is plain relu or relu6. */
+/**
+ * An inference-mode BatchNormalization layer as y = x · scale + shift: scale = γ / √(σ² + ε),
+ * shift = β − μ · scale. Differentiable in γ and β.
+ */
+export function batchNormScaleShift(layer: Layer): { scale: tf.Tensor1D; shift: tf.Tensor1D } {
+  const c = config(layer);
+  // Keras orders BN weights gamma (if scale), beta (if center), moving mean, moving variance.
+  const weights = layer.weights.map((w) => w.read() as tf.Tensor1D);
+  const gamma = c.scale === false ? undefined : weights.shift();
+  const beta = c.center === false ? undefined : weights.shift();
+  const [mean, variance] = weights as [tf.Tensor1D, tf.Tensor1D];
+  const inv = tf.rsqrt(tf.add(variance, (c.epsilon as number | undefined) ?? 1e-3));
+  const scale = (gamma ? tf.mul(gamma, inv) : inv) as tf.Tensor1D;
+  const centred = tf.neg(tf.mul(mean, scale));
+  return { scale, shift: (beta ? tf.add(beta, centred) : centred) as tf.Tensor1D };
+}
+
 export function reluActivation(layer: Layer): Activation | undefined {
   if (layer.getClassName() !== 'ReLU') return undefined;
   const c = config(layer);
@@ -169,23 +186,12 @@ export class FusedInference {
     if (cached) tf.dispose([cached.filter, cached.bias]);
 
     const [kernel, convBias] = convWeights as [tf.Tensor4D, tf.Tensor1D | undefined];
-    const bnConfig = config(step.bn);
-    // Keras orders BN weights gamma (if scale), beta (if center), moving mean, moving variance.
-    const bn = [...bnWeights];
-    const gamma = bnConfig.scale === false ? undefined : bn.shift();
-    const beta = bnConfig.center === false ? undefined : bn.shift();
-    const [mean, variance] = bn as [tf.Tensor1D, tf.Tensor1D];
-    const epsilon = (bnConfig.epsilon as number | undefined) ?? 1e-3;
-
     const folded = tf.tidy(() => {
-      const inv = tf.rsqrt(tf.add(variance, epsilon));
-      const scale = (gamma ? tf.mul(gamma, inv) : inv) as tf.Tensor1D;
+      const { scale, shift } = batchNormScaleShift(step.bn);
       // A depthwise kernel is [kh, kw, channels, 1]: its output channels are on axis 2.
       const depthwise = step.conv.getClassName() === 'DepthwiseConv2D';
       const filter = tf.mul(kernel, depthwise ? tf.reshape(scale, [1, 1, -1, 1]) : scale) as tf.Tensor4D;
-      const centred = convBias ? tf.sub(convBias, mean) : tf.neg(mean);
-      const shifted = tf.mul(centred, scale);
-      const bias = (beta ? tf.add(shifted, beta) : shifted) as tf.Tensor1D;
+      const bias = (convBias ? tf.add(tf.mul(convBias, scale), shift) : shift) as tf.Tensor1D;
       return { filter, bias };
     });
     // Kept past the caller's tidy(): they live until the weights change or dispose().

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { FusedInference, inboundNames, reluActivation } from '../engine/fused-inference.js';
+import { batchNormScaleShift, FusedInference, inboundNames, reluActivation } from '../engine/fused-inference.js';
 import { relu6 } from '../engine/relu6.js';
 
 type Layer = tf.layers.Layer;
@@ -102,13 +102,6 @@ function isChannelsLastBatchNorm(layer: Layer): boolean {
  * MobileNetV2 fine-tuning step on WASM). γ and β still get their gradients.
  */
 function batchNormAsAffine(layer: Layer, x: tf.Tensor): tf.Tensor {
-  const config = layer.getConfig() as { scale?: boolean; center?: boolean; epsilon?: number };
-  const weights = layer.weights.map((w) => w.read());
-  const gamma = config.scale === false ? undefined : weights.shift();
-  const beta = config.center === false ? undefined : weights.shift();
-  const [mean, variance] = weights as [tf.Tensor, tf.Tensor];
-  const inv = tf.rsqrt(tf.add(variance, config.epsilon ?? 1e-3));
-  const scale = gamma ? tf.mul(gamma, inv) : inv;
-  const shift = tf.sub(beta ?? tf.zerosLike(mean), tf.mul(mean, scale));
+  const { scale, shift } = batchNormScaleShift(layer);
   return tf.add(tf.mul(x, scale), shift);
 }
