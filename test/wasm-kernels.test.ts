@@ -7,37 +7,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { registerWasmTrainingKernels, WASM_TRAINING_KERNELS } from '../src/engine/wasm-kernels.js';
+import { randoms, relativeError, size } from './helpers/kernel-check.js';
 
 type Shape4 = [number, number, number, number];
 type Pad = 'valid' | 'same' | tf.backend_util.ExplicitPadding;
-
-/** Deterministic uniform(-1, 1) values (mulberry32). */
-function randoms(size: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(size);
-  for (let i = 0; i < size; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
-  }
-  return out;
-}
-
-const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
-
-/** max |a − b| / max |b|: relative to the result's scale, so near-zero entries don't dominate. */
-function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return diff / Math.max(scale, 1e-30);
-}
 
 /** Runs one kernel on `backend` from plain arrays; returns its output's shape and values. */
 async function runOn(
