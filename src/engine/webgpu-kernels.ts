@@ -33,6 +33,17 @@
 import * as tf from '@tensorflow/tfjs';
 import { isPointwise } from './conv-shapes.js';
 
+/** WGSL shared by the split-K gradient shaders: the input and dy shapes, and this split's pixel range. */
+const SPLIT_K_SHAPES = `        let inH = uniforms.xShape.y;
+        let inW = uniforms.xShape.z;
+        let inC = uniforms.xShape.w;
+        let outH = uniforms.dyShape.y;
+        let outW = uniforms.dyShape.z;
+        let outC = uniforms.dyShape.w;
+        let pStart = split * uniforms.chunk;
+        let pEnd = min(pStart + uniforms.chunk, uniforms.pixels);
+`;
+
 type TensorInfo = tf.TensorInfo;
 type Shape4 = [number, number, number, number];
 
@@ -247,16 +258,8 @@ class Conv2DFilterGemmProgram implements WebGPUProgram {
         let tx = i32(localId.x);
         let ty = i32(localId.y);
         let flat = ty * 16 + tx;
-        let inH = uniforms.xShape.y;
-        let inW = uniforms.xShape.z;
-        let inC = uniforms.xShape.w;
-        let outH = uniforms.dyShape.y;
-        let outW = uniforms.dyShape.z;
-        let outC = uniforms.dyShape.w;
         let rows = uniforms.outShape.y;
-        let pStart = split * uniforms.chunk;
-        let pEnd = min(pStart + uniforms.chunk, uniforms.pixels);
-
+${SPLIT_K_SHAPES}
         var acc : array<vec4<f32>, 4>;
         let steps = (uniforms.chunk + ${GEMM_STEP - 1}) / ${GEMM_STEP};
         for (var step = 0; step < steps; step++) {
@@ -445,15 +448,7 @@ class DepthwiseFilterProgram implements WebGPUProgram {
         let lane = i32(localId.y);
         let lx = i32(localId.x);
         let split = i32(workgroupId.y);
-        let inH = uniforms.xShape.y;
-        let inW = uniforms.xShape.z;
-        let inC = uniforms.xShape.w;
-        let outH = uniforms.dyShape.y;
-        let outW = uniforms.dyShape.z;
-        let outC = uniforms.dyShape.w;
-        let pStart = split * uniforms.chunk;
-        let pEnd = min(pStart + uniforms.chunk, uniforms.pixels);
-
+${SPLIT_K_SHAPES}
         var acc : array<f32, ${taps}>;
         if (d < outC) {
           let c = d / uniforms.channelMul;
