@@ -78,7 +78,8 @@ function foldableConv(layer: Layer): boolean {
   return c.activation === 'linear' && c.dataFormat !== 'channelsFirst' && !dilated && multiplier === 1;
 }
 
-function foldableBatchNorm(layer: Layer): boolean {
+/** A channels-last BatchNormalization (the kind that folds, or runs as a multiply-add). */
+export function foldableBatchNorm(layer: Layer): boolean {
   if (layer.getClassName() !== 'BatchNormalization') return false;
   const axis = config(layer).axis;
   return axis === -1 || axis === 3;

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { batchNormScaleShift, FusedInference, inboundNames, reluActivation } from '../engine/fused-inference.js';
+import { batchNormScaleShift, foldableBatchNorm, FusedInference, inboundNames, reluActivation } from '../engine/fused-inference.js';
 import { relu6 } from '../engine/relu6.js';
 
 type Layer = tf.layers.Layer;
@@ -19,6 +19,8 @@ type Layer = tf.layers.Layer;
 export class SplitModel {
   readonly boundary: number;
   private readonly inbound: string[][];
+  /** Layers run by finetune's own ops rather than their `apply` (cheaper gradients), decided once. */
+  private readonly ownOp: ('batchNorm' | 'relu6' | undefined)[];
   private bottom: FusedInference | undefined;
   private top: FusedInference | undefined;
 
@@ -28,6 +30,7 @@ export class SplitModel {
   ) {
     this.boundary = boundary;
     this.inbound = model.layers.map(inboundNames);
+    this.ownOp = model.layers.map((layer, i) => (this.inbound[i]!.length === 1 ? ownOpOf(layer) : undefined));
     const boundaryName = model.layers[boundary]!.name;
     for (let i = boundary + 1; i < model.layers.length; i++) {
       for (const name of this.inbound[i]!) {
@@ -79,8 +82,9 @@ export class SplitModel {
       const layer = layers[i]!;
       const inputs = this.inbound[i]!.map((name) => outputs.get(name)!);
       const inTraining = training(layer);
-      if (inputs.length === 1 && !inTraining && isChannelsLastBatchNorm(layer)) last = batchNormAsAffine(layer, inputs[0]!);
-      else if (inputs.length === 1 && reluActivation(layer) === 'relu6') last = relu6(inputs[0]!); // one-kernel gradient
+      const own = this.ownOp[i];
+      if (own === 'batchNorm' && !inTraining) last = batchNormAsAffine(layer, inputs[0]!);
+      else if (own === 'relu6') last = relu6(inputs[0]!); // one-kernel gradient
       else last = layer.apply(inputs.length === 1 ? inputs[0]! : inputs, { training: inTraining }) as tf.Tensor;
       outputs.set(layer.name, last);
       if (layer.name === until) break;
@@ -89,10 +93,9 @@ export class SplitModel {
   }
 }
 
-function isChannelsLastBatchNorm(layer: Layer): boolean {
-  if (layer.getClassName() !== 'BatchNormalization') return false;
-  const axis = (layer.getConfig() as { axis?: number }).axis;
-  return axis === -1 || axis === 3;
+function ownOpOf(layer: Layer): 'batchNorm' | 'relu6' | undefined {
+  if (foldableBatchNorm(layer)) return 'batchNorm';
+  return reluActivation(layer) === 'relu6' ? 'relu6' : undefined;
 }
 
 /**
