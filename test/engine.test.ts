@@ -3,6 +3,9 @@
  * tfjs-node package installs, so `auto` must land on wasm; tests that depend on that are skipped
  * where a better backend exists.
  */
+import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { BACKEND_ORDER, initEngine, probeBackends, type BackendProbe } from '../src/engine/backend.js';
@@ -45,7 +48,8 @@ describe('initEngine', () => {
     if (available('tensorflow') || available('webgpu')) ctx.skip();
     const info = await initEngine('auto');
     expect(info.backend).toBe('wasm');
-    expect(info.detail).toMatch(/^wasm, SIMD, 1 thread$/);
+    const threads = availableParallelism();
+    expect(info.detail).toBe(`wasm, SIMD, ${threads} thread${threads === 1 ? '' : 's'}`);
     expect(info.probes.map((p) => [p.name, p.available])).toEqual([
       ['tensorflow', false],
       ['webgpu', false],
@@ -114,5 +118,51 @@ describe('initEngine', () => {
 
   it('rejects an unknown backend name as a usage error', async () => {
     await expect(initEngine('gpu' as never)).rejects.toBeInstanceOf(UsageError);
+  });
+});
+
+describe('wasm threads', () => {
+  // The WebAssembly module is per process: each thread count runs in a child of its own, on the
+  // compiled dist/ (npm test builds it first).
+  const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+  const script = `
+    import * as tf from '@tensorflow/tfjs';
+    import { initEngine } from './dist/engine/backend.js';
+    const info = await initEngine('wasm');
+    const x = tf.randomUniform([4, 32, 32, 32], -1, 1, 'float32', 1);
+    const w = tf.randomUniform([3, 3, 32, 64], -1, 1, 'float32', 2);
+    const y = tf.conv2d(x, w, 1, 'same');
+    const values = await y.data();
+    console.log(JSON.stringify({ detail: info.detail, y: Array.from(values.filter((_, i) => i % 61 === 0)) }));
+  `;
+  const run = (threads: string) => {
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      env: { ...process.env, FINETUNE_THREADS: threads },
+      timeout: 60_000, // a thread pool that kept the process alive would hit this
+    });
+    return { status: child.status, signal: child.signal, stderr: child.stderr, out: child.status === 0 ? JSON.parse(child.stdout) : undefined };
+  };
+
+  it('runs XNNPACK on the threads asked for, with the same results as one thread, and lets the process exit', () => {
+    const one = run('1');
+    const two = run('2');
+    expect(one).toMatchObject({ status: 0, signal: null });
+    expect(two).toMatchObject({ status: 0, signal: null, stderr: '' });
+    expect(one.out.detail).toBe('wasm, SIMD, 1 thread');
+    expect(two.out.detail).toBe('wasm, SIMD, 2 threads');
+    const a = one.out.y as number[];
+    const b = two.out.y as number[];
+    expect(b.length).toBe(a.length);
+    let maxDiff = 0;
+    for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
+    expect(maxDiff).toBeLessThan(1e-4);
+  });
+
+  it('rejects a FINETUNE_THREADS that is not a whole number ≥ 1', () => {
+    const bad = run('two');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/FINETUNE_THREADS must be a whole number ≥ 1, got NaN/);
   });
 });

@@ -10,9 +10,8 @@
  * beats them. An explicit request that can't be met fails with a FinetuneError saying why and
  * what to do; it never falls back silently.
  *
- * WASM runs single-threaded in Node: tfjs-backend-wasm 4.22 disables its threaded build there
- * (WASM_HAS_MULTITHREAD_SUPPORT is false under Node), and forcing it on fails because its pthread
- * workers are started from blob: URLs, which Node's Worker rejects (ERR_WORKER_PATH).
+ * WASM runs on every core by default: tfjs-backend-wasm 4.22 keeps its threaded build off in Node,
+ * so `wasm-threads.ts` starts it itself (`EngineOptions.threads`, or FINETUNE_THREADS, to change).
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -22,6 +21,7 @@ import { FinetuneError, UsageError } from '../errors.js';
 import { registerRelu6GradKernels } from './relu6.js';
 import { registerWasmTrainingKernels } from './wasm-kernels.js';
 import { registerWebgpuTrainingKernels } from './webgpu-kernels.js';
+import { defaultWasmThreads, setWasmThreads, wasmThreadsFallback } from './wasm-threads.js';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export type BackendRequest = BackendName | 'auto';
@@ -64,6 +64,14 @@ export interface ProbeBackendsOptions {
   thorough?: boolean;
 }
 
+export interface EngineOptions {
+  /**
+   * Threads for the wasm backend (default: the FINETUNE_THREADS environment variable, else every
+   * core). Fixed once wasm has started: the WebAssembly module lives as long as the process.
+   */
+  threads?: number;
+}
+
 /** The backend in use. */
 export interface EngineInfo {
   backend: BackendName;
@@ -89,8 +97,8 @@ interface Probe extends BackendProbe {
  * Starts the requested backend (`auto`: the best one present) and returns what it is.
  * Idempotent; concurrent calls are serialised.
  */
-export function initEngine(request: BackendRequest = 'auto'): Promise<EngineInfo> {
-  const run = queue.then(() => init(request));
+export function initEngine(request: BackendRequest = 'auto', options: EngineOptions = {}): Promise<EngineInfo> {
+  const run = queue.then(() => init(request, options));
   queue = run.catch(() => undefined);
   return run;
 }
@@ -117,7 +125,7 @@ export async function probeBackends(options: ProbeBackendsOptions = {}): Promise
 let queue: Promise<unknown> = Promise.resolve();
 let current: { request: BackendRequest; info: EngineInfo } | undefined;
 
-async function init(request: BackendRequest): Promise<EngineInfo> {
+async function init(request: BackendRequest, options: EngineOptions): Promise<EngineInfo> {
   if (request !== 'auto' && !BACKEND_ORDER.includes(request)) {
     throw new UsageError(`Unknown backend '${String(request)}': use auto, ${BACKEND_ORDER.join(', ')}.`);
   }
@@ -130,7 +138,7 @@ async function init(request: BackendRequest): Promise<EngineInfo> {
   for (const name of candidates) {
     const p = await probe(name, request === 'auto' ? 'auto' : 'explicit');
     const usable = request === 'auto' ? p.available : p.usableIfRequested;
-    if (usable && !(await activate(name))) {
+    if (usable && !(await activate(name, options))) {
       p.available = false;
       p.usableIfRequested = false;
       p.detail = `${p.detail}, but it failed to initialise (see the warning above)`;
@@ -151,13 +159,29 @@ async function init(request: BackendRequest): Promise<EngineInfo> {
   throw new FinetuneError(`No tfjs backend could be started: ${probes.map((p) => `${p.name}: ${p.detail}`).join('; ')}.`);
 }
 
-async function activate(name: BackendName): Promise<boolean> {
+async function activate(name: BackendName, options: EngineOptions): Promise<boolean> {
   registerRelu6GradKernels(); // wasm and cpu
-  if (name === 'wasm') registerWasmTrainingKernels(); // wasm lacks conv gradients of its own
+  if (name === 'wasm') {
+    setWasmThreads(wasmThreads(options));
+    registerWasmTrainingKernels(); // wasm lacks conv gradients of its own
+  }
   if (name === 'webgpu') registerWebgpuTrainingKernels(); // the shipped conv filter gradients are slow
   if (!(await tf.setBackend(name))) return false;
   await tf.ready();
   return true;
+}
+
+/** Threads wanted for wasm: the option, else FINETUNE_THREADS, else every core. */
+export function wasmThreads(options: EngineOptions = {}): number {
+  if (options.threads !== undefined) return checkThreads(options.threads, 'threads');
+  const fromEnv = process.env.FINETUNE_THREADS;
+  if (fromEnv !== undefined && fromEnv.trim() !== '') return checkThreads(Number(fromEnv), 'FINETUNE_THREADS');
+  return defaultWasmThreads();
+}
+
+function checkThreads(n: number, what: string): number {
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${what} must be a whole number ≥ 1, got ${String(n)}.`);
+  return n;
 }
 
 function publicProbe(p: Probe): BackendProbe {
@@ -372,11 +396,14 @@ function setNavigatorGpu(gpu: GpuLike): void {
 
 async function wasmDetail(): Promise<string> {
   const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) === true;
-  let threads = 1; // what tfjs-backend-wasm uses in Node (see the top of this file)
+  let threads: number;
+  let note = '';
   try {
     threads = getThreadsCount(); // throws until the wasm backend has started
+    const fallback = wasmThreadsFallback();
+    if (fallback) note = ` (${fallback})`;
   } catch {
-    // not started yet
+    threads = wasmThreads(); // not started yet: what it would start with
   }
-  return `wasm, ${simd ? 'SIMD' : 'no SIMD'}, ${threads} thread${threads === 1 ? '' : 's'}`;
+  return `wasm, ${simd ? 'SIMD' : 'no SIMD'}, ${threads} thread${threads === 1 ? '' : 's'}${note}`;
 }
