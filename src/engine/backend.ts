@@ -19,6 +19,7 @@ import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm'; // importing registers 'wasm'
 import { FinetuneError, UsageError } from '../errors.js';
 import { registerRelu6GradKernels } from './relu6.js';
+import { registerWasmFastPaths } from './wasm-fast-paths.js';
 import { registerWasmTrainingKernels } from './wasm-kernels.js';
 import { registerWebgpuTrainingKernels } from './webgpu-kernels.js';
 import { defaultWasmThreads, setWasmThreads, wasmThreadsFallback } from './wasm-threads.js';
@@ -164,6 +165,7 @@ async function activate(name: BackendName, options: EngineOptions): Promise<bool
   if (name === 'wasm') {
     setWasmThreads(wasmThreads(options));
     registerWasmTrainingKernels(); // wasm lacks conv gradients of its own
+    registerWasmFastPaths(); // Slice, SplitV, Sum: the shipped ones are slow where training spends its time
   }
   if (name === 'webgpu') registerWebgpuTrainingKernels(); // the shipped conv filter gradients are slow
   if (!(await tf.setBackend(name))) return false;

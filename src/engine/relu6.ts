@@ -2,11 +2,12 @@
  * ReLU6 with a one-kernel gradient. tfjs differentiates clipByValue (what a Keras ReLU(max_value=6)
  * runs) with four kernels over the whole activation — GreaterEqual, LessEqual, LogicalAnd, Select —
  * a fifth of a fine-tuning step of MobileNetV2's top blocks on WASM. Where this module has
- * registered `FinetuneRelu6Grad` for the backend in use (wasm, cpu) the gradient is one pass; elsewhere
+ * registered `FinetuneRelu6Grad` for the backend in use (wasm: a SIMD kernel, src/engine/simd; cpu) the gradient is one pass; elsewhere
  * it is tfjs' own formula. Same values either way: dy where 0 ≤ x ≤ 6, else 0.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { heapOffset, simdKernels } from './simd/kernels.js';
 
 export const RELU6_GRAD = 'FinetuneRelu6Grad';
 
@@ -33,6 +34,11 @@ export function registerRelu6GradKernels(): void {
         const wasm = backend as BackendWasm;
         const { dy, x } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
         const out = wasm.makeOutput([...dy.shape], 'float32');
+        const simd = simdKernels(wasm);
+        if (simd) {
+          simd.relu6Grad(heapOffset(wasm, dy), heapOffset(wasm, x), heapOffset(wasm, out), tf.util.sizeFromShape(dy.shape));
+          return out;
+        }
         // Views after the allocation: growing the heap detaches earlier ones.
         const view = (t: tf.TensorInfo) => wasm.typedArrayFromHeap(t) as Float32Array;
         maskGradient(view(dy), view(x), view(out));

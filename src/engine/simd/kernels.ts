@@ -1,0 +1,65 @@
+/**
+ * finetune's own WebAssembly SIMD kernels (kernels.wat), run directly on the tfjs WASM backend's
+ * memory: the module imports that memory, so a kernel reads and writes tensors where tfjs keeps
+ * them, with no copies. For loops that tfjs-wasm runs slowly (a Sum over leading axes transposes
+ * first) or that finetune would otherwise run in JavaScript (ReLU6's gradient).
+ */
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import type * as tf from '@tensorflow/tfjs';
+import { PLAIN_MEMORY_KERNELS, SHARED_MEMORY_KERNELS } from './kernels.generated.js';
+
+/** The exports of kernels.wat; pointers are byte offsets into the backend's memory. */
+export interface SimdKernels {
+  /** dst[c] = scale · Σ_r src[r·cols + c]. */
+  sumRows(src: number, rows: number, cols: number, dst: number, scale: number): void;
+  /** out[i] = dy[i] where 0 ≤ x[i] ≤ 6, else 0. */
+  relu6Grad(dy: number, x: number, out: number, n: number): void;
+}
+
+/** The WebAssembly API as used here (this project's lib has no WebAssembly types). */
+interface WebAssemblyApi {
+  Memory: abstract new (...args: never[]) => { buffer: ArrayBufferLike };
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: object };
+}
+const WA = (globalThis as unknown as { WebAssembly: WebAssemblyApi }).WebAssembly;
+
+/** The emscripten module inside BackendWasm, as far as its memory goes. */
+interface EmscriptenMemoryOwner {
+  asm?: { memory?: unknown };
+  wasmMemory?: unknown;
+}
+
+const instances = new WeakMap<object, SimdKernels | null>();
+
+/**
+ * The kernels, instantiated once per backend memory; undefined where the backend's memory can't be
+ * reached (then callers keep to their other paths).
+ */
+export function simdKernels(backend: BackendWasm): SimdKernels | undefined {
+  const module = backend.wasm as unknown as EmscriptenMemoryOwner;
+  const memory = module.asm?.memory ?? module.wasmMemory;
+  if (!(memory instanceof WA.Memory)) return undefined;
+  let kernels = instances.get(memory);
+  if (kernels === undefined) {
+    kernels = instantiate(memory);
+    instances.set(memory, kernels);
+  }
+  return kernels ?? undefined;
+}
+
+function instantiate(memory: { buffer: ArrayBufferLike }): SimdKernels | null {
+  const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+  try {
+    const bytes = Buffer.from(shared ? SHARED_MEMORY_KERNELS : PLAIN_MEMORY_KERNELS, 'base64');
+    const instance = new WA.Instance(new WA.Module(bytes), { env: { memory } });
+    return instance.exports as SimdKernels;
+  } catch {
+    return null; // e.g. a WebAssembly without SIMD
+  }
+}
+
+/** Where a tensor's data starts in the backend's memory (a byte offset). */
+export function heapOffset(backend: BackendWasm, info: tf.TensorInfo): number {
+  return (backend.dataIdMap.get(info.dataId) as unknown as { memoryOffset: number }).memoryOffset;
+}

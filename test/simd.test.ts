@@ -1,0 +1,58 @@
+/**
+ * finetune's SIMD kernels (src/engine/simd): the shipped binaries are kernels.wat assembled, and
+ * both (shared and plain memory) compute what a plain loop computes.
+ */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { GENERATED_FILE, assembleKernels, generatedSource } from '../src/engine/simd/assemble.js';
+import { PLAIN_MEMORY_KERNELS, SHARED_MEMORY_KERNELS } from '../src/engine/simd/kernels.generated.js';
+import type { SimdKernels } from '../src/engine/simd/kernels.js';
+import { randoms } from './helpers/kernel-check.js';
+
+describe('SIMD kernels', () => {
+  it('kernels.generated.ts is kernels.wat assembled (run `npm run build:simd` after editing the .wat)', async () => {
+    expect(readFileSync(GENERATED_FILE, 'utf8')).toBe(generatedSource(await assembleKernels()));
+  });
+
+  for (const shared of [true, false]) {
+    const variant = shared ? 'shared-memory' : 'plain-memory';
+    const load = () => {
+      const memory = new WebAssembly.Memory({ initial: 64, maximum: 65536, shared });
+      const module = new WebAssembly.Module(Buffer.from(shared ? SHARED_MEMORY_KERNELS : PLAIN_MEMORY_KERNELS, 'base64'));
+      const kernels = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as SimdKernels;
+      return { kernels, f32: (byteOffset: number, length: number) => new Float32Array(memory.buffer, byteOffset, length) };
+    };
+
+    it(`${variant} sumRows adds each column's rows in order, in float32, and scales`, () => {
+      const { kernels, f32 } = load();
+      for (const [rows, cols, scale] of [[800, 1280, 1], [25, 7, 1 / 25], [3, 1, 1], [0, 5, 1], [9, 0, 1]] as const) {
+        const src = f32(64, rows * cols);
+        src.set(randoms(rows * cols, rows + cols));
+        const dstOffset = 64 + 4 * rows * cols + 4 * 3; // deliberately not 16-byte aligned
+        f32(dstOffset, cols).fill(Number.NaN); // must be overwritten
+        kernels.sumRows(64, rows, cols, dstOffset, scale);
+        const expected = new Float32Array(cols);
+        for (let c = 0; c < cols; c++) {
+          let acc = 0;
+          for (let r = 0; r < rows; r++) acc = Math.fround(acc + src[r * cols + c]!);
+          expected[c] = scale === 1 ? acc : Math.fround(acc * Math.fround(scale));
+        }
+        expect(Array.from(f32(dstOffset, cols))).toEqual(Array.from(expected));
+      }
+    });
+
+    it(`${variant} relu6Grad passes dy where 0 ≤ x ≤ 6 (edges included), else 0`, () => {
+      const { kernels, f32 } = load();
+      const edges = [-1, -0, 0, 3, 6, 6.000001, 7, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY];
+      const n = 1003; // not a multiple of 4: the scalar tail runs too
+      const x = f32(0, n);
+      const dy = f32(4 * n, n);
+      x.set(randoms(n, 1).map((v) => v * 8 - 1));
+      x.set(edges);
+      dy.set(randoms(n, 2));
+      kernels.relu6Grad(4 * n, 0, 8 * n, n);
+      const expected = Array.from(x, (v, i) => (v >= 0 && v <= 6 ? dy[i]! : 0));
+      expect(Array.from(f32(8 * n, n))).toEqual(expected);
+    });
+  }
+});
