@@ -9,6 +9,15 @@ import { PLAIN_MEMORY_KERNELS, SHARED_MEMORY_KERNELS } from '../src/engine/simd/
 import type { SimdKernels } from '../src/engine/simd/kernels.js';
 import { randoms } from './helpers/kernel-check.js';
 
+/** The WebAssembly API as used here (this project's lib has no WebAssembly types). */
+const WA = (globalThis as unknown as {
+  WebAssembly: {
+    Memory: new (d: { initial: number; maximum: number; shared: boolean }) => { buffer: ArrayBuffer };
+    Module: new (bytes: Uint8Array) => object;
+    Instance: new (module: object, imports: object) => { exports: object };
+  };
+}).WebAssembly;
+
 describe('SIMD kernels', () => {
   it('kernels.generated.ts is kernels.wat assembled (run `npm run build:simd` after editing the .wat)', async () => {
     expect(readFileSync(GENERATED_FILE, 'utf8')).toBe(generatedSource(await assembleKernels()));
@@ -17,10 +26,14 @@ describe('SIMD kernels', () => {
   for (const shared of [true, false]) {
     const variant = shared ? 'shared-memory' : 'plain-memory';
     const load = () => {
-      const memory = new WebAssembly.Memory({ initial: 64, maximum: 65536, shared });
-      const module = new WebAssembly.Module(Buffer.from(shared ? SHARED_MEMORY_KERNELS : PLAIN_MEMORY_KERNELS, 'base64'));
-      const kernels = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as SimdKernels;
-      return { kernels, f32: (byteOffset: number, length: number) => new Float32Array(memory.buffer, byteOffset, length) };
+      const memory = new WA.Memory({ initial: 64, maximum: 65536, shared });
+      const module = new WA.Module(Buffer.from(shared ? SHARED_MEMORY_KERNELS : PLAIN_MEMORY_KERNELS, 'base64'));
+      const kernels = new WA.Instance(module, { env: { memory } }).exports as unknown as SimdKernels;
+      return {
+        kernels,
+        f32: (byteOffset: number, length: number) => new Float32Array(memory.buffer, byteOffset, length),
+        f64: (byteOffset: number, length: number) => new Float64Array(memory.buffer, byteOffset, length),
+      };
     };
 
     it(`${variant} sumRows adds each column's rows in order, in float32, and scales`, () => {
@@ -54,5 +67,53 @@ describe('SIMD kernels', () => {
       const expected = Array.from(x, (v, i) => (v >= 0 && v <= 6 ? dy[i]! : 0));
       expect(Array.from(f32(8 * n, n))).toEqual(expected);
     });
+
+    // A row of a depthwise convolution: output width 6 over input width 11 or 12, 3 taps, stride 2
+    // or 1, padding 1 on the left; odd and even channel counts (the kernels do 2 at a time).
+    for (const [channels, stride, width] of [[5, 2, 11], [8, 1, 12]] as const) {
+      const outWidth = 6;
+      const left = 1;
+      const taps = 3;
+      const columns = (visit: (xo: number, fx: number, ix: number) => void) => {
+        for (let xo = 0; xo < outWidth; xo++) {
+          for (let fx = 0; fx < taps; fx++) {
+            const ix = xo * stride - left + fx;
+            if (ix >= 0 && ix < width) visit(xo, fx, ix);
+          }
+        }
+      };
+
+      it(`${variant} depthwiseFilterRow (C ${channels}, stride ${stride}) adds float64 products in a loop's order`, () => {
+        const { kernels, f32, f64 } = load();
+        const x = f32(0, width * channels);
+        const dy = f32(4096, outWidth * channels);
+        x.set(randoms(x.length, 3));
+        dy.set(randoms(dy.length, 4));
+        const acc = f64(8192, taps * channels);
+        acc.set(randoms(acc.length, 5)); // it accumulates onto what is there
+        const expected = Float64Array.from(acc);
+        columns((xo, fx, ix) => {
+          for (let k = 0; k < channels; k++) expected[fx * channels + k] += x[ix * channels + k]! * dy[xo * channels + k]!;
+        });
+        kernels.depthwiseFilterRow(0, 4096, 8192, outWidth, width, channels, stride, left, taps);
+        expect(Array.from(acc)).toEqual(Array.from(expected));
+      });
+
+      it(`${variant} depthwiseInputRow (C ${channels}, stride ${stride}) equals a Float32Array loop`, () => {
+        const { kernels, f32 } = load();
+        const dx = f32(0, width * channels);
+        const dy = f32(4096, outWidth * channels);
+        const filter = f32(8192, taps * channels);
+        dx.set(randoms(dx.length, 6));
+        dy.set(randoms(dy.length, 7));
+        filter.set(randoms(filter.length, 8));
+        const expected = Float32Array.from(dx);
+        columns((xo, fx, ix) => {
+          for (let k = 0; k < channels; k++) expected[ix * channels + k] += dy[xo * channels + k]! * filter[fx * channels + k]!;
+        });
+        kernels.depthwiseInputRow(0, 4096, 8192, outWidth, width, channels, stride, left, taps);
+        expect(Array.from(dx)).toEqual(Array.from(expected));
+      });
+    }
   }
 });

@@ -18,6 +18,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { isPointwise } from './conv-shapes.js';
+import { heapOffset, simdKernels, type SimdKernels } from './simd/kernels.js';
 
 type TensorInfo = tf.TensorInfo;
 type Shape4 = [number, number, number, number];
@@ -370,6 +371,48 @@ function forEachDepthwiseTap(
   }
 }
 
+/**
+ * The same triples a row at a time, for the SIMD kernels (channel multiplier 1): calls `row` with
+ * the byte offsets of input row iy and output row y of image b, and the filter row fy, for every
+ * (b, y, fy) whose iy is inside the image; the kernel walks the columns (xo, fx).
+ */
+function forEachDepthwiseRow(
+  info: tf.backend_util.Conv2DInfo,
+  row: (xRowByte: number, dyRowByte: number, fy: number) => void,
+): void {
+  const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow } = info;
+  const { strideHeight: sh, filterHeight: kh } = info;
+  for (let b = 0; b < n; b++) {
+    for (let y = 0; y < oh; y++) {
+      for (let fy = 0; fy < kh; fy++) {
+        const iy = y * sh - info.padInfo.top + fy;
+        if (iy < 0 || iy >= h) continue;
+        row(4 * (b * h + iy) * w * c, 4 * (b * oh + y) * ow * c, fy);
+      }
+    }
+  }
+}
+
+/** dW of a depthwise convolution with multiplier 1 by the SIMD row kernel (float64 sums). */
+function depthwiseFilterGradientSimd(backend: BackendWasm, simd: SimdKernels, info: tf.backend_util.Conv2DInfo, x: TensorInfo, dy: TensorInfo, filterShape: number[]): TensorInfo {
+  const { inWidth: w, inChannels: c, outWidth: ow, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
+  // float64 accumulators in the backend's memory (two float32 slots each), then dW.
+  const acc = alloc(backend, [2 * kh * kw * c]);
+  const dW = alloc(backend, filterShape);
+  const accByte = heapOffset(backend, acc);
+  if (accByte % 8 !== 0) throw new Error('wasm heap allocation is not 8-byte aligned');
+  const accValues = () => new Float64Array(f32(backend, acc).buffer, accByte, kh * kw * c);
+  accValues().fill(0);
+  const xByte = heapOffset(backend, x);
+  const dyByte = heapOffset(backend, dy);
+  forEachDepthwiseRow(info, (xRow, dyRow, fy) =>
+    simd.depthwiseFilterRow(xByte + xRow, dyByte + dyRow, accByte + 8 * fy * kw * c, ow, w, c, sw, info.padInfo.left, kw),
+  );
+  f32(backend, dW).set(accValues());
+  free(backend, acc);
+  return dW;
+}
+
 function depthwiseConv2dNativeBackpropFilter(args: {
   inputs: tf.NamedTensorInfoMap;
   backend: BackendWasm;
@@ -385,6 +428,8 @@ function depthwiseConv2dNativeBackpropFilter(args: {
   const info = convInfo(x.shape, attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, true);
   const { inChannels: c, outChannels: co, filterHeight: kh, filterWidth: kw } = info;
   const m = co / c;
+  const simd = m === 1 ? simdKernels(backend) : undefined;
+  if (simd) return depthwiseFilterGradientSimd(backend, simd, info, x, dy, attrs.filterShape);
 
   // Sums run over N·OH·OW terms: accumulate in float64 like the cpu backend does.
   const acc = new Float64Array(kh * kw * co);
@@ -445,6 +490,16 @@ function depthwiseConv2dNativeBackpropInput(args: {
   const dX = alloc(backend, attrs.inputShape);
   const dXV = f32(backend, dX);
   dXV.fill(0);
+  const simd = m === 1 ? simdKernels(backend) : undefined;
+  if (simd) {
+    const dxByte = heapOffset(backend, dX);
+    const dyByte = heapOffset(backend, dy);
+    const filterByte = heapOffset(backend, filter);
+    forEachDepthwiseRow(info, (xRow, dyRow, fy) =>
+      simd.depthwiseInputRow(dxByte + xRow, dyByte + dyRow, filterByte + 4 * fy * kw * c, info.outWidth, info.inWidth, c, sw, left, kw),
+    );
+    return dX;
+  }
   const dyV = f32(backend, dy);
   const wV = f32(backend, filter);
   forEachDepthwiseTap(info, (xBase, dyBase, tapBase) => {

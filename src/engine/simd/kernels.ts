@@ -2,7 +2,8 @@
  * finetune's own WebAssembly SIMD kernels (kernels.wat), run directly on the tfjs WASM backend's
  * memory: the module imports that memory, so a kernel reads and writes tensors where tfjs keeps
  * them, with no copies. For loops that tfjs-wasm runs slowly (a Sum over leading axes transposes
- * first) or that finetune would otherwise run in JavaScript (ReLU6's gradient).
+ * first) or that finetune would otherwise run in JavaScript (ReLU6's gradient, the depthwise
+ * convolution gradients).
  */
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type * as tf from '@tensorflow/tfjs';
@@ -14,6 +15,14 @@ export interface SimdKernels {
   sumRows(src: number, rows: number, cols: number, dst: number, scale: number): void;
   /** out[i] = dy[i] where 0 ≤ x[i] ≤ 6, else 0. */
   relu6Grad(dy: number, x: number, out: number, n: number): void;
+  /** acc[fx·C + k] (float64) += x[ix·C + k] · dy[xo·C + k] over one output row (depthwise, multiplier 1). */
+  depthwiseFilterRow(
+    x: number, dy: number, acc: number, outWidth: number, width: number, channels: number, stride: number, left: number, filterWidth: number,
+  ): void;
+  /** dx[ix·C + k] += dy[xo·C + k] · filter[fx·C + k] over one output row (depthwise, multiplier 1). */
+  depthwiseInputRow(
+    dx: number, dy: number, filter: number, outWidth: number, width: number, channels: number, stride: number, left: number, filterWidth: number,
+  ): void;
 }
 
 /** The WebAssembly API as used here (this project's lib has no WebAssembly types). */

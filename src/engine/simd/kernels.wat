@@ -101,4 +101,100 @@
           (i32.and (f32.ge (local.get $s) (f32.const 0)) (f32.le (local.get $s) (f32.const 6)))))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br $l1))))
+
+  ;; One output row of a depthwise convolution's filter gradient (channel multiplier 1): for every
+  ;; output column xo and filter column fx whose input column ix = xo·stride − left + fx lies in
+  ;; [0, width), acc[fx·C + k] += x[ix·C + k] · dy[xo·C + k] for k < C, in float64 (acc is float64;
+  ;; x and dy float32). The products and sums are those of a float64 loop in the same order.
+  (func (export "depthwiseFilterRow")
+    (param $x i32) (param $dy i32) (param $acc i32) (param $outWidth i32) (param $width i32)
+    (param $channels i32) (param $stride i32) (param $left i32) (param $filterWidth i32)
+    (local $xo i32) (local $fx i32) (local $ix i32) (local $k i32) (local $end2 i32)
+    (local $xp i32) (local $dyp i32) (local $ap i32)
+    (local.set $end2 (i32.and (local.get $channels) (i32.const -2)))
+    (block $xoDone (loop $xoLoop
+      (br_if $xoDone (i32.ge_u (local.get $xo) (local.get $outWidth)))
+      (local.set $dyp (i32.add (local.get $dy) (i32.shl (i32.mul (local.get $xo) (local.get $channels)) (i32.const 2))))
+      (local.set $fx (i32.const 0))
+      (block $fxDone (loop $fxLoop
+        (br_if $fxDone (i32.ge_u (local.get $fx) (local.get $filterWidth)))
+        (local.set $ix (i32.add (i32.sub (i32.mul (local.get $xo) (local.get $stride)) (local.get $left)) (local.get $fx)))
+        ;; unsigned: a negative ix is out of range too
+        (if (i32.lt_u (local.get $ix) (local.get $width))
+          (then
+            (local.set $xp (i32.add (local.get $x) (i32.shl (i32.mul (local.get $ix) (local.get $channels)) (i32.const 2))))
+            (local.set $ap (i32.add (local.get $acc) (i32.shl (i32.mul (local.get $fx) (local.get $channels)) (i32.const 3))))
+            (local.set $k (i32.const 0))
+            (block $d2 (loop $l2
+              (br_if $d2 (i32.ge_u (local.get $k) (local.get $end2)))
+              (v128.store
+                (i32.add (local.get $ap) (i32.shl (local.get $k) (i32.const 3)))
+                (f64x2.add
+                  (v128.load (i32.add (local.get $ap) (i32.shl (local.get $k) (i32.const 3))))
+                  (f64x2.mul
+                    (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $xp) (i32.shl (local.get $k) (i32.const 2)))))
+                    (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $dyp) (i32.shl (local.get $k) (i32.const 2))))))))
+              (local.set $k (i32.add (local.get $k) (i32.const 2)))
+              (br $l2)))
+            (if (i32.lt_u (local.get $k) (local.get $channels))
+              (then
+                (f64.store
+                  (i32.add (local.get $ap) (i32.shl (local.get $k) (i32.const 3)))
+                  (f64.add
+                    (f64.load (i32.add (local.get $ap) (i32.shl (local.get $k) (i32.const 3))))
+                    (f64.mul
+                      (f64.promote_f32 (f32.load (i32.add (local.get $xp) (i32.shl (local.get $k) (i32.const 2)))))
+                      (f64.promote_f32 (f32.load (i32.add (local.get $dyp) (i32.shl (local.get $k) (i32.const 2))))))))))))
+        (local.set $fx (i32.add (local.get $fx) (i32.const 1)))
+        (br $fxLoop)))
+      (local.set $xo (i32.add (local.get $xo) (i32.const 1)))
+      (br $xoLoop))))
+
+  ;; One output row of a depthwise convolution's input gradient (channel multiplier 1): for every
+  ;; xo and fx as above, dx[ix·C + k] += dy[xo·C + k] · filter[fx·C + k], all float32, each sum
+  ;; computed in float64 and rounded once, as a JavaScript loop over a Float32Array does.
+  (func (export "depthwiseInputRow")
+    (param $dx i32) (param $dy i32) (param $filter i32) (param $outWidth i32) (param $width i32)
+    (param $channels i32) (param $stride i32) (param $left i32) (param $filterWidth i32)
+    (local $xo i32) (local $fx i32) (local $ix i32) (local $k i32) (local $end2 i32)
+    (local $dxp i32) (local $dyp i32) (local $wp i32)
+    (local.set $end2 (i32.and (local.get $channels) (i32.const -2)))
+    (block $xoDone (loop $xoLoop
+      (br_if $xoDone (i32.ge_u (local.get $xo) (local.get $outWidth)))
+      (local.set $dyp (i32.add (local.get $dy) (i32.shl (i32.mul (local.get $xo) (local.get $channels)) (i32.const 2))))
+      (local.set $fx (i32.const 0))
+      (block $fxDone (loop $fxLoop
+        (br_if $fxDone (i32.ge_u (local.get $fx) (local.get $filterWidth)))
+        (local.set $ix (i32.add (i32.sub (i32.mul (local.get $xo) (local.get $stride)) (local.get $left)) (local.get $fx)))
+        (if (i32.lt_u (local.get $ix) (local.get $width))
+          (then
+            (local.set $dxp (i32.add (local.get $dx) (i32.shl (i32.mul (local.get $ix) (local.get $channels)) (i32.const 2))))
+            (local.set $wp (i32.add (local.get $filter) (i32.shl (i32.mul (local.get $fx) (local.get $channels)) (i32.const 2))))
+            (local.set $k (i32.const 0))
+            (block $d2 (loop $l2
+              (br_if $d2 (i32.ge_u (local.get $k) (local.get $end2)))
+              (v128.store64_lane 0
+                (i32.add (local.get $dxp) (i32.shl (local.get $k) (i32.const 2)))
+                (f32x4.demote_f64x2_zero
+                  (f64x2.add
+                    (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $dxp) (i32.shl (local.get $k) (i32.const 2)))))
+                    (f64x2.mul
+                      (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $dyp) (i32.shl (local.get $k) (i32.const 2)))))
+                      (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $wp) (i32.shl (local.get $k) (i32.const 2)))))))))
+              (local.set $k (i32.add (local.get $k) (i32.const 2)))
+              (br $l2)))
+            (if (i32.lt_u (local.get $k) (local.get $channels))
+              (then
+                (f32.store
+                  (i32.add (local.get $dxp) (i32.shl (local.get $k) (i32.const 2)))
+                  (f32.demote_f64
+                    (f64.add
+                      (f64.promote_f32 (f32.load (i32.add (local.get $dxp) (i32.shl (local.get $k) (i32.const 2)))))
+                      (f64.mul
+                        (f64.promote_f32 (f32.load (i32.add (local.get $dyp) (i32.shl (local.get $k) (i32.const 2)))))
+                        (f64.promote_f32 (f32.load (i32.add (local.get $wp) (i32.shl (local.get $k) (i32.const 2)))))))))))))
+        (local.set $fx (i32.add (local.get $fx) (i32.const 1)))
+        (br $fxLoop)))
+      (local.set $xo (i32.add (local.get $xo) (i32.const 1)))
+      (br $xoLoop))))
 )
