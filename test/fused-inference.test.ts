@@ -101,21 +101,40 @@ describe('FusedInference', () => {
 });
 
 describe('SplitModel.runTop (trainable layers, batch norms in inference mode)', () => {
-  it('gives the values and the γ/β gradients that the layers themselves give', () => {
+  it('gives the values and the γ/β and kernel gradients that the layers themselves give', () => {
     const model = mobileNetV2({ alpha: 0.35, imageSize: 32 });
     randomiseBatchNorms(model, 4);
     const split = new SplitModel(model, 0);
     const x = tf.randomUniform([2, 32, 32, 3], -1, 1, 'float32', 11);
     const bn = model.getLayer('block_16_project_BN');
-    const [gamma, beta] = bn.trainableWeights.map((w) => w.read() as tf.Variable);
-    const ours = tf.variableGrads(() => tf.sum(tf.square(split.runTop(x, () => false))) as tf.Scalar, [gamma!, beta!]);
+    const variables = [
+      ...bn.trainableWeights,
+      ...['Conv1', 'block_3_depthwise', 'block_16_project'].map((name) => model.getLayer(name).trainableWeights[0]!),
+    ].map((w) => w.read() as tf.Variable);
+    const ours = tf.variableGrads(() => tf.sum(tf.square(split.runTop(x, () => false))) as tf.Scalar, variables);
     const theirs = tf.variableGrads(
       () => tf.sum(tf.square(model.apply(x, { training: false }) as tf.Tensor)) as tf.Scalar,
-      [gamma!, beta!],
+      variables,
     );
     expect(Math.abs(ours.value.dataSync()[0]! - theirs.value.dataSync()[0]!) / theirs.value.dataSync()[0]!).toBeLessThan(1e-4);
-    for (const name of [gamma!.name, beta!.name]) expect(relativeError(theirs.grads[name]!, ours.grads[name]!)).toBeLessThan(1e-3);
+    for (const { name } of variables) expect(relativeError(theirs.grads[name]!, ours.grads[name]!)).toBeLessThan(1e-3);
     tf.dispose([x, ours.value, theirs.value, ...Object.values(ours.grads), ...Object.values(theirs.grads)]);
+    model.dispose();
+  });
+
+  it("computes no gradient for the lowest convolution's input (the image), which nothing needs", async () => {
+    const model = mobileNetV2({ alpha: 0.35, imageSize: 32 });
+    const split = new SplitModel(model, 0);
+    const x = tf.randomUniform([2, 32, 32, 3], -1, 1, 'float32', 12);
+    const kernel = model.getLayer('Conv1').trainableWeights[0]!.read() as tf.Variable;
+    const profile = await tf.profile(() => {
+      const { value, grads } = tf.variableGrads(() => tf.sum(split.runTop(x, () => false)) as tf.Scalar, [kernel]);
+      tf.dispose([value, ...Object.values(grads)]);
+    });
+    const inputGradients = profile.kernels.filter((k) => k.name === 'Conv2DBackpropInput' && k.outputShapes[0]?.join() === '2,32,32,3');
+    expect(profile.kernels.some((k) => k.name === 'Conv2DBackpropFilter')).toBe(true);
+    expect(inputGradients).toEqual([]);
+    x.dispose();
     model.dispose();
   });
 });

@@ -42,7 +42,6 @@ function config(layer: Layer): Record<string, unknown> {
   return layer.getConfig() as Record<string, unknown>;
 }
 
-/** The fused activation a ReLU layer amounts to, if it is plain relu or relu6. */
 /**
  * An inference-mode BatchNormalization layer as y = x · scale + shift: scale = γ / √(σ² + ε),
  * shift = β − μ · scale. Differentiable in γ and β.
@@ -60,6 +59,7 @@ export function batchNormScaleShift(layer: Layer): { scale: tf.Tensor1D; shift: 
   return { scale, shift: (beta ? tf.add(beta, centred) : centred) as tf.Tensor1D };
 }
 
+/** The fused activation a ReLU layer amounts to, if it is plain relu or relu6. */
 export function reluActivation(layer: Layer): Activation | undefined {
   if (layer.getClassName() !== 'ReLU') return undefined;
   const c = config(layer);
@@ -68,7 +68,8 @@ export function reluActivation(layer: Layer): Activation | undefined {
   return c.maxValue === 6 ? 'relu6' : undefined;
 }
 
-function foldableConv(layer: Layer): boolean {
+/** A Conv2D or DepthwiseConv2D (multiplier 1) with no activation, channels last, not dilated. */
+export function foldableConv(layer: Layer): boolean {
   const cls = layer.getClassName();
   if (cls !== 'Conv2D' && cls !== 'DepthwiseConv2D') return false;
   const c = config(layer);
