@@ -7,7 +7,7 @@ import { resolveImagenetWeights } from './backbones/imagenet.js';
 import { channelMean, withDatasetMean, type Preprocessing } from './backbones/preprocess.js';
 import { getBackbone, validateBackboneOptions } from './backbones/registry.js';
 import type { BackboneSpec } from './backbones/types.js';
-import { loadBackboneWeights } from './backbones/weights.js';
+import { loadBackboneWeights, seedRandomWeights } from './backbones/weights.js';
 import { loadImageData, type ImageData } from './data/image-data.js';
 import { storeImages } from './data/pixel-store.js';
 import { discoverLayout } from './data/layout.js';
@@ -455,6 +455,7 @@ function checkUsable(data: ImageData): void {
 async function loadWeights(backbone: tf.LayersModel, spec: BackboneSpec, opts: ResolvedOptions, reporter: Reporter): Promise<string> {
   if (opts.weights === 'none') {
     reporter.warn('--weights none: training from random weights; expect far lower accuracy than with pretrained weights.');
+    seedRandomWeights(backbone, opts.seed);
     return 'none';
   }
   let file = opts.weights;

@@ -7,7 +7,7 @@ import h5wasm from 'h5wasm/node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mobileNetV2 } from '../src/backbones/mobilenet_v2.js';
 import { vgg16 } from '../src/backbones/vgg16.js';
-import { assignWeights, loadBackboneWeights, readWeightFile, type WeightTensor } from '../src/backbones/weights.js';
+import { assignWeights, loadBackboneWeights, readWeightFile, seedRandomWeights, type WeightTensor } from '../src/backbones/weights.js';
 import { FinetuneError } from '../src/errors.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -120,6 +120,27 @@ async function thrown(p: Promise<unknown> | (() => unknown)): Promise<FinetuneEr
 }
 
 // ------------------------------------------------------------------------------------------ Keras .h5
+
+describe('seedRandomWeights (--weights none)', () => {
+  it('draws the same kernels from the same seed, other kernels from another, and leaves constants alone', () => {
+    const build = (seed: number) => {
+      const model = mobileNetV2({ alpha: 0.35, imageSize: 32 });
+      seedRandomWeights(model, seed);
+      return model;
+    };
+    const [a, b, c] = [build(7), build(7), build(8)];
+    const values = (m: tf.LayersModel, layer: string) => Array.from(m.getLayer(layer).getWeights()[0]!.dataSync());
+    for (const layer of ['Conv1', 'block_3_depthwise', 'block_16_project', 'Conv_1']) {
+      expect(values(a, layer)).toEqual(values(b, layer));
+      expect(values(a, layer)).not.toEqual(values(c, layer));
+    }
+    // Glorot-uniform bounds: ±√(6 / (fan in + fan out)); Conv1 is 3×3×3 → 16 at α 0.35.
+    const limit = Math.sqrt(6 / (3 * 3 * 3 + 3 * 3 * 16));
+    expect(Math.max(...values(a, 'Conv1').map(Math.abs))).toBeLessThanOrEqual(limit);
+    expect(values(a, 'bn_Conv1')).toEqual(values(c, 'bn_Conv1')); // γ = 1
+    for (const m of [a, b, c]) m.dispose();
+  });
+});
 
 describe('Keras .h5 weights', () => {
   it('loads save_weights layout bit-identically, names stripped of :0', async () => {

@@ -362,3 +362,21 @@ function hint(weights: WeightTensor[], layersFound: number, weightedLayers: numb
 export async function loadBackboneWeights(model: tf.LayersModel, file: string): Promise<AssignReport> {
   return assignWeights(model, await readWeightFile(file), file);
 }
+
+/**
+ * Draws every kernel of `model` (convolution, depthwise and dense) again from the Glorot-uniform
+ * distribution the builders use, seeded from `seed`, so that a run from random weights
+ * (`--weights none`) is as reproducible as the rest of a run. Biases and batch norms start at
+ * constants already.
+ */
+export function seedRandomWeights(model: tf.LayersModel, seed: number): void {
+  model.layers.forEach((layer, i) => {
+    for (const weight of layer.weights) {
+      // originalName: `name` gets a _1, _2 … suffix when a second model is built.
+      if (!/(^|_)kernel$/.test(weight.originalName.split('/').pop()!)) continue;
+      const value = tf.initializers.glorotUniform({ seed: seed * 1009 + i }).apply(weight.shape);
+      weight.write(value);
+      value.dispose();
+    }
+  });
+}
