@@ -68,6 +68,58 @@ describe('SIMD kernels', () => {
       expect(Array.from(f32(8 * n, n))).toEqual(expected);
     });
 
+    it(`${variant} matMulTransposeA equals a float32 loop over p, for every tile tail`, () => {
+      const { kernels, f32 } = load();
+      // m and n around the 4 × 8 tile (and its 4 × 4, 4 × 1, 1 × 8, 1 × 4, 1 × 1 tails), p = 0 too;
+      // strides wider than the matrices, offsets not 16-byte aligned; overwrite, then accumulate.
+      let seed = 10;
+      for (const m of [1, 3, 4, 5, 8, 11]) {
+        for (const n of [1, 3, 4, 7, 8, 13, 20]) {
+          for (const p of [0, 1, 6]) {
+            const [aStride, bStride, outStride] = [m + 2, n + 1, n + 3];
+            const aOffset = 4;
+            const bOffset = aOffset + 4 * (p * aStride + 5);
+            const outOffset = bOffset + 4 * (p * bStride + 7);
+            const outLength = m * outStride;
+            const a = f32(aOffset, p * aStride);
+            const b = f32(bOffset, p * bStride);
+            const out = f32(outOffset, outLength + 1); // + 1: nothing is written past the end
+            a.set(randoms(a.length, seed++));
+            b.set(randoms(b.length, seed++));
+            out.set(randoms(out.length, seed++));
+            for (const accumulate of [0, 1]) {
+              const expected = Float32Array.from(out);
+              for (let i = 0; i < m; i++) {
+                for (let j = 0; j < n; j++) {
+                  let acc = accumulate ? expected[i * outStride + j]! : 0;
+                  for (let q = 0; q < p; q++) acc = Math.fround(acc + Math.fround(a[q * aStride + i]! * b[q * bStride + j]!));
+                  expected[i * outStride + j] = acc;
+                }
+              }
+              kernels.matMulTransposeA(aOffset, aStride, bOffset, bStride, outOffset, outStride, m, n, p, accumulate);
+              expect(Array.from(out), `m ${m} n ${n} p ${p} accumulate ${accumulate}`).toEqual(Array.from(expected));
+            }
+          }
+        }
+      }
+    });
+
+    it(`${variant} matMulTransposeA over p split into calls (accumulate) is the same sum`, () => {
+      const { kernels, f32 } = load();
+      const [m, n, p] = [9, 37, 200];
+      const a = f32(0, p * m);
+      const b = f32(4 * p * m, p * n);
+      a.set(randoms(a.length, 40));
+      b.set(randoms(b.length, 41));
+      const whole = 4 * p * (m + n);
+      const split = whole + 4 * m * n;
+      kernels.matMulTransposeA(0, m, 4 * p * m, n, whole, n, m, n, p, 0);
+      for (const [q0, q1] of [[0, 3], [3, 100], [100, 101], [101, 200]] as const) {
+        kernels.matMulTransposeA(4 * q0 * m, m, 4 * p * m + 4 * q0 * n, n, split, n, m, n, q1 - q0, q0 > 0 ? 1 : 0);
+      }
+      expect(Array.from(f32(split, m * n))).toEqual(Array.from(f32(whole, m * n)));
+    });
+
     // A row of a depthwise convolution: output width 6 over input width 11 or 12, 3 taps, stride 2
     // or 1, padding 1 on the left; odd and even channel counts (the kernels do 2 at a time).
     for (const [channels, stride, width] of [[5, 2, 11], [8, 1, 12]] as const) {

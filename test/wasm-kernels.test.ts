@@ -47,6 +47,15 @@ const denseCases: Case[] = [
   { x: [3, 6, 5, 2], filter: [3, 3, 2, 3], strides: [1, 2], pad: [[0, 0], [1, 2], [0, 1], [0, 0]] },
   { x: [2, 14, 14, 32], filter: [3, 3, 32, 24], strides: 1, pad: 'same' },
   { x: [2, 7, 7, 96], filter: [1, 1, 96, 40], strides: 1, pad: 'same' },
+  // Taps in the padding at both ends of every row, or with no column clear of it.
+  { x: [2, 9, 11, 5], filter: [5, 3, 5, 6], strides: [2, 3], pad: 'same' },
+  { x: [2, 2, 2, 3], filter: [3, 3, 3, 4], strides: 1, pad: 'same' },
+  { x: [1, 6, 6, 3], filter: [1, 3, 3, 9], strides: 1, pad: [[0, 0], [0, 0], [3, 1], [0, 0]] },
+  // Shapes the filter gradient leaves to XNNPACK (see useSimdFilterGradient): pointwise with
+  // Ci < Co and Ci > Co, and a 3×3 with many channels.
+  { x: [2, 4, 4, 96], filter: [1, 1, 96, 160], strides: 1, pad: 'same' },
+  { x: [2, 4, 4, 160], filter: [1, 1, 160, 96], strides: 1, pad: 'valid' },
+  { x: [1, 4, 4, 64], filter: [3, 3, 64, 512], strides: 1, pad: 'same' },
 ];
 
 const depthwiseCases: Case[] = [1, 2].flatMap((m) => [

@@ -3,7 +3,8 @@
  * memory: the module imports that memory, so a kernel reads and writes tensors where tfjs keeps
  * them, with no copies. For loops that tfjs-wasm runs slowly (a Sum over leading axes transposes
  * first) or that finetune would otherwise run in JavaScript (ReLU6's gradient, the depthwise
- * convolution gradients).
+ * convolution gradients), and for the dense convolutions' filter gradient, Xᵀ·dY read in place
+ * (XNNPACK's product needs X transposed and a packed copy of dY).
  */
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type * as tf from '@tensorflow/tfjs';
@@ -22,6 +23,13 @@ export interface SimdKernels {
   /** dx[ix·C + k] += dy[xo·C + k] · filter[fx·C + k] over one output row (depthwise, multiplier 1). */
   depthwiseInputRow(
     dx: number, dy: number, filter: number, outWidth: number, width: number, channels: number, stride: number, left: number, filterWidth: number,
+  ): void;
+  /**
+   * out[i·outStride + j] = Σ_{q<p} a[q·aStride + i] · b[q·bStride + j] for i < m, j < n (Aᵀ·B), added
+   * onto out where `accumulate` is 1; float32 sums in q order (strides in elements).
+   */
+  matMulTransposeA(
+    a: number, aStride: number, b: number, bStride: number, out: number, outStride: number, m: number, n: number, p: number, accumulate: number,
   ): void;
 }
 

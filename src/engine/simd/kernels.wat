@@ -197,4 +197,247 @@
         (br $fxLoop)))
       (local.set $xo (i32.add (local.get $xo) (i32.const 1)))
       (br $xoLoop))))
+
+  ;; out[i·outStride + j] (+)= Σ over q < p of a[q·aStride + i] · b[q·bStride + j], for i < m, j < n:
+  ;; the product Aᵀ·B of a [p, m] and b [p, n] (strided rows), e.g. a convolution's filter gradient
+  ;; xᵀ·dy, read in place with no transposes or packed copies. Adds onto out where accumulate ≠ 0,
+  ;; else overwrites it. Each output is one float32 sum in q order (f32x4.mul then f32x4.add, no
+  ;; fused multiply-add), so a loop acc = fround(acc + fround(a·b)) gives the same bits, and a long
+  ;; sum split over calls (accumulate) is the same sum. Strides are in elements.
+  ;; Register tiles of 4 rows × 8 columns (8 v128 accumulators held while q runs; per q, 4 splats of
+  ;; a and 2 loads of b); the column tail by 4 × 4 and 4 × 1 (a's 4 values, one v128), the row tail
+  ;; by 1 × 8, 1 × 4 and 1 × 1. Each tile walks all of p, so a caller keeps p short enough (a block
+  ;; of rows, an image row) for a and b's rows to stay in cache while the tiles sweep them.
+  (func (export "matMulTransposeA")
+    (param $a i32) (param $aStride i32) (param $b i32) (param $bStride i32) (param $out i32)
+    (param $outStride i32) (param $m i32) (param $n i32) (param $p i32) (param $accumulate i32)
+    (local $i i32) (local $j i32) (local $as i32) (local $bs i32) (local $os i32)
+    (local $ai i32) (local $oi i32)
+    ;; strides in bytes
+    (local.set $as (i32.shl (local.get $aStride) (i32.const 2)))
+    (local.set $bs (i32.shl (local.get $bStride) (i32.const 2)))
+    (local.set $os (i32.shl (local.get $outStride) (i32.const 2)))
+    ;; rows 4 at a time
+    (block $rows4Done (loop $rows4
+      (br_if $rows4Done (i32.gt_u (i32.add (local.get $i) (i32.const 4)) (local.get $m)))
+      (local.set $ai (i32.add (local.get $a) (i32.shl (local.get $i) (i32.const 2))))
+      (local.set $oi (i32.add (local.get $out) (i32.mul (local.get $i) (local.get $os))))
+      (local.set $j (i32.const 0))
+      (block $cols8Done (loop $cols8
+        (br_if $cols8Done (i32.gt_u (i32.add (local.get $j) (i32.const 8)) (local.get $n)))
+        (call $tile4x8 (local.get $ai) (local.get $as)
+          (i32.add (local.get $b) (i32.shl (local.get $j) (i32.const 2))) (local.get $bs)
+          (i32.add (local.get $oi) (i32.shl (local.get $j) (i32.const 2))) (local.get $os)
+          (local.get $p) (local.get $accumulate))
+        (local.set $j (i32.add (local.get $j) (i32.const 8)))
+        (br $cols8)))
+      (if (i32.le_u (i32.add (local.get $j) (i32.const 4)) (local.get $n))
+        (then
+          (call $tile4x4 (local.get $ai) (local.get $as)
+            (i32.add (local.get $b) (i32.shl (local.get $j) (i32.const 2))) (local.get $bs)
+            (i32.add (local.get $oi) (i32.shl (local.get $j) (i32.const 2))) (local.get $os)
+            (local.get $p) (local.get $accumulate))
+          (local.set $j (i32.add (local.get $j) (i32.const 4)))))
+      (block $cols1Done (loop $cols1
+        (br_if $cols1Done (i32.ge_u (local.get $j) (local.get $n)))
+        (call $tile4x1 (local.get $ai) (local.get $as)
+          (i32.add (local.get $b) (i32.shl (local.get $j) (i32.const 2))) (local.get $bs)
+          (i32.add (local.get $oi) (i32.shl (local.get $j) (i32.const 2))) (local.get $os)
+          (local.get $p) (local.get $accumulate))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $cols1)))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $rows4)))
+    ;; the last m % 4 rows one at a time
+    (block $rows1Done (loop $rows1
+      (br_if $rows1Done (i32.ge_u (local.get $i) (local.get $m)))
+      (local.set $ai (i32.add (local.get $a) (i32.shl (local.get $i) (i32.const 2))))
+      (local.set $oi (i32.add (local.get $out) (i32.mul (local.get $i) (local.get $os))))
+      (local.set $j (i32.const 0))
+      (block $cols8Done (loop $cols8
+        (br_if $cols8Done (i32.gt_u (i32.add (local.get $j) (i32.const 8)) (local.get $n)))
+        (call $tile1x8 (local.get $ai) (local.get $as)
+          (i32.add (local.get $b) (i32.shl (local.get $j) (i32.const 2))) (local.get $bs)
+          (i32.add (local.get $oi) (i32.shl (local.get $j) (i32.const 2)))
+          (local.get $p) (local.get $accumulate))
+        (local.set $j (i32.add (local.get $j) (i32.const 8)))
+        (br $cols8)))
+      (if (i32.le_u (i32.add (local.get $j) (i32.const 4)) (local.get $n))
+        (then
+          (call $tile1x4 (local.get $ai) (local.get $as)
+            (i32.add (local.get $b) (i32.shl (local.get $j) (i32.const 2))) (local.get $bs)
+            (i32.add (local.get $oi) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $p) (local.get $accumulate))
+          (local.set $j (i32.add (local.get $j) (i32.const 4)))))
+      (block $cols1Done (loop $cols1
+        (br_if $cols1Done (i32.ge_u (local.get $j) (local.get $n)))
+        (call $tile1x1 (local.get $ai) (local.get $as)
+          (i32.add (local.get $b) (i32.shl (local.get $j) (i32.const 2))) (local.get $bs)
+          (i32.add (local.get $oi) (i32.shl (local.get $j) (i32.const 2)))
+          (local.get $p) (local.get $accumulate))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $cols1)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $rows1))))
+
+  ;; The tiles of matMulTransposeA: out[r·os + c] (+)= Σ_q a[q·as + r] · b[q·bs + c] for r < rows,
+  ;; c < columns, with byte strides as, bs, os.
+  (func $tile4x8
+    (param $a i32) (param $as i32) (param $b i32) (param $bs i32) (param $out i32) (param $os i32) (param $p i32) (param $accumulate i32)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128) (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (local $b0 v128) (local $b1 v128) (local $s v128)
+    (local $o1 i32) (local $o2 i32) (local $o3 i32)
+    (local.set $o1 (i32.add (local.get $out) (local.get $os)))
+    (local.set $o2 (i32.add (local.get $o1) (local.get $os)))
+    (local.set $o3 (i32.add (local.get $o2) (local.get $os)))
+    (if (local.get $accumulate)
+      (then
+        (local.set $c00 (v128.load (local.get $out)))
+        (local.set $c01 (v128.load offset=16 (local.get $out)))
+        (local.set $c10 (v128.load (local.get $o1)))
+        (local.set $c11 (v128.load offset=16 (local.get $o1)))
+        (local.set $c20 (v128.load (local.get $o2)))
+        (local.set $c21 (v128.load offset=16 (local.get $o2)))
+        (local.set $c30 (v128.load (local.get $o3)))
+        (local.set $c31 (v128.load offset=16 (local.get $o3)))))
+    (block $done (loop $next
+      (br_if $done (i32.eqz (local.get $p)))
+      (local.set $b0 (v128.load (local.get $b)))
+      (local.set $b1 (v128.load offset=16 (local.get $b)))
+      (local.set $s (v128.load32_splat (local.get $a)))
+      (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $s) (local.get $b0))))
+      (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $s) (local.get $b1))))
+      (local.set $s (v128.load32_splat offset=4 (local.get $a)))
+      (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $s) (local.get $b0))))
+      (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $s) (local.get $b1))))
+      (local.set $s (v128.load32_splat offset=8 (local.get $a)))
+      (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $s) (local.get $b0))))
+      (local.set $c21 (f32x4.add (local.get $c21) (f32x4.mul (local.get $s) (local.get $b1))))
+      (local.set $s (v128.load32_splat offset=12 (local.get $a)))
+      (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $s) (local.get $b0))))
+      (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $s) (local.get $b1))))
+      (local.set $a (i32.add (local.get $a) (local.get $as)))
+      (local.set $b (i32.add (local.get $b) (local.get $bs)))
+      (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+      (br $next)))
+    (v128.store (local.get $out) (local.get $c00))
+    (v128.store offset=16 (local.get $out) (local.get $c01))
+    (v128.store (local.get $o1) (local.get $c10))
+    (v128.store offset=16 (local.get $o1) (local.get $c11))
+    (v128.store (local.get $o2) (local.get $c20))
+    (v128.store offset=16 (local.get $o2) (local.get $c21))
+    (v128.store (local.get $o3) (local.get $c30))
+    (v128.store offset=16 (local.get $o3) (local.get $c31)))
+
+  (func $tile4x4
+    (param $a i32) (param $as i32) (param $b i32) (param $bs i32) (param $out i32) (param $os i32) (param $p i32) (param $accumulate i32)
+    (local $c00 v128) (local $c10 v128) (local $c20 v128) (local $c30 v128)
+    (local $b0 v128) (local $s v128)
+    (local $o1 i32) (local $o2 i32) (local $o3 i32)
+    (local.set $o1 (i32.add (local.get $out) (local.get $os)))
+    (local.set $o2 (i32.add (local.get $o1) (local.get $os)))
+    (local.set $o3 (i32.add (local.get $o2) (local.get $os)))
+    (if (local.get $accumulate)
+      (then
+        (local.set $c00 (v128.load (local.get $out)))
+        (local.set $c10 (v128.load (local.get $o1)))
+        (local.set $c20 (v128.load (local.get $o2)))
+        (local.set $c30 (v128.load (local.get $o3)))))
+    (block $done (loop $next
+      (br_if $done (i32.eqz (local.get $p)))
+      (local.set $b0 (v128.load (local.get $b)))
+      (local.set $s (v128.load32_splat (local.get $a)))
+      (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $s) (local.get $b0))))
+      (local.set $s (v128.load32_splat offset=4 (local.get $a)))
+      (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $s) (local.get $b0))))
+      (local.set $s (v128.load32_splat offset=8 (local.get $a)))
+      (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $s) (local.get $b0))))
+      (local.set $s (v128.load32_splat offset=12 (local.get $a)))
+      (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $s) (local.get $b0))))
+      (local.set $a (i32.add (local.get $a) (local.get $as)))
+      (local.set $b (i32.add (local.get $b) (local.get $bs)))
+      (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+      (br $next)))
+    (v128.store (local.get $out) (local.get $c00))
+    (v128.store (local.get $o1) (local.get $c10))
+    (v128.store (local.get $o2) (local.get $c20))
+    (v128.store (local.get $o3) (local.get $c30)))
+
+  ;; One column of 4 rows: a's 4 values are adjacent, so one v128 of them times b's value splat.
+  (func $tile4x1
+    (param $a i32) (param $as i32) (param $b i32) (param $bs i32) (param $out i32) (param $os i32) (param $p i32) (param $accumulate i32)
+    (local $c v128) (local $o1 i32) (local $o2 i32) (local $o3 i32)
+    (local.set $o1 (i32.add (local.get $out) (local.get $os)))
+    (local.set $o2 (i32.add (local.get $o1) (local.get $os)))
+    (local.set $o3 (i32.add (local.get $o2) (local.get $os)))
+    (if (local.get $accumulate)
+      (then
+        (local.set $c (v128.load32_lane 0 (local.get $out) (local.get $c)))
+        (local.set $c (v128.load32_lane 1 (local.get $o1) (local.get $c)))
+        (local.set $c (v128.load32_lane 2 (local.get $o2) (local.get $c)))
+        (local.set $c (v128.load32_lane 3 (local.get $o3) (local.get $c)))))
+    (block $done (loop $next
+      (br_if $done (i32.eqz (local.get $p)))
+      (local.set $c (f32x4.add (local.get $c) (f32x4.mul (v128.load (local.get $a)) (v128.load32_splat (local.get $b)))))
+      (local.set $a (i32.add (local.get $a) (local.get $as)))
+      (local.set $b (i32.add (local.get $b) (local.get $bs)))
+      (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+      (br $next)))
+    (v128.store32_lane 0 (local.get $out) (local.get $c))
+    (v128.store32_lane 1 (local.get $o1) (local.get $c))
+    (v128.store32_lane 2 (local.get $o2) (local.get $c))
+    (v128.store32_lane 3 (local.get $o3) (local.get $c)))
+
+  (func $tile1x8
+    (param $a i32) (param $as i32) (param $b i32) (param $bs i32) (param $out i32) (param $p i32) (param $accumulate i32)
+    (local $c00 v128) (local $c01 v128)
+    (local $b0 v128) (local $b1 v128) (local $s v128)
+    (if (local.get $accumulate)
+      (then
+        (local.set $c00 (v128.load (local.get $out)))
+        (local.set $c01 (v128.load offset=16 (local.get $out)))))
+    (block $done (loop $next
+      (br_if $done (i32.eqz (local.get $p)))
+      (local.set $b0 (v128.load (local.get $b)))
+      (local.set $b1 (v128.load offset=16 (local.get $b)))
+      (local.set $s (v128.load32_splat (local.get $a)))
+      (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $s) (local.get $b0))))
+      (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $s) (local.get $b1))))
+      (local.set $a (i32.add (local.get $a) (local.get $as)))
+      (local.set $b (i32.add (local.get $b) (local.get $bs)))
+      (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+      (br $next)))
+    (v128.store (local.get $out) (local.get $c00))
+    (v128.store offset=16 (local.get $out) (local.get $c01)))
+
+  (func $tile1x4
+    (param $a i32) (param $as i32) (param $b i32) (param $bs i32) (param $out i32) (param $p i32) (param $accumulate i32)
+    (local $c00 v128)
+    (local $b0 v128) (local $s v128)
+    (if (local.get $accumulate)
+      (then
+        (local.set $c00 (v128.load (local.get $out)))))
+    (block $done (loop $next
+      (br_if $done (i32.eqz (local.get $p)))
+      (local.set $b0 (v128.load (local.get $b)))
+      (local.set $s (v128.load32_splat (local.get $a)))
+      (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $s) (local.get $b0))))
+      (local.set $a (i32.add (local.get $a) (local.get $as)))
+      (local.set $b (i32.add (local.get $b) (local.get $bs)))
+      (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+      (br $next)))
+    (v128.store (local.get $out) (local.get $c00)))
+
+  (func $tile1x1
+    (param $a i32) (param $as i32) (param $b i32) (param $bs i32) (param $out i32) (param $p i32) (param $accumulate i32)
+    (local $c f32)
+    (if (local.get $accumulate) (then (local.set $c (f32.load (local.get $out)))))
+    (block $done (loop $next
+      (br_if $done (i32.eqz (local.get $p)))
+      (local.set $c (f32.add (local.get $c) (f32.mul (f32.load (local.get $a)) (f32.load (local.get $b)))))
+      (local.set $a (i32.add (local.get $a) (local.get $as)))
+      (local.set $b (i32.add (local.get $b) (local.get $bs)))
+      (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+      (br $next)))
+    (f32.store (local.get $out) (local.get $c)))
 )
