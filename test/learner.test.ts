@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mobileNetV2, mobileNetV2Blocks } from '../src/backbones/mobilenet_v2.js';
 import { CAFFE_PREPROCESSING, MOBILENET_PREPROCESSING } from '../src/backbones/preprocess.js';
 import { vgg16, vgg16Blocks } from '../src/backbones/vgg16.js';
-import { loadBackboneWeights } from '../src/backbones/weights.js';
+import { loadBackboneWeights, seedRandomWeights } from '../src/backbones/weights.js';
 import { loadImageData, type ImageData } from '../src/data/image-data.js';
 import { discoverLayout } from '../src/data/layout.js';
 import { makeShapesDataset } from '../src/data/synthetic.js';
@@ -35,6 +35,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 async function makeLearner(options: LearnerOptions = {}) {
   const backbone = mobileNetV2({ alpha: 0.35, imageSize: SIZE });
   if (weights) await loadBackboneWeights(backbone, weights);
+  else seedRandomWeights(backbone, 5); // without ../shared: the same random backbone every time
   const model = attachHead(backbone, { numClasses: data.classes.length, dropout: 0.2, seed: 1 });
   const learner = new Learner(model, mobileNetV2Blocks(0.35), data, MOBILENET_PREPROCESSING, {
     batchSize: 16,
