@@ -139,14 +139,18 @@ describe('finetune predict (child process)', () => {
     }
 
     const confidences = rows.slice(1).map((r) => Number(r[2]));
-    const sorted = [...confidences].sort((a, b) => a - b);
-    const cut = (sorted[4]! + sorted[5]!) / 2; // 5 images fall under it
+    // A cut between two distinct confidences near the middle. A model trained from random weights
+    // (without ../shared) can give every image the same confidence: then a cut just above it.
+    const distinct = [...new Set(confidences)].sort((a, b) => a - b);
+    const middle = Math.max(1, Math.floor(distinct.length / 2));
+    const cut = distinct.length > 1 ? (distinct[middle - 1]! + distinct[middle]!) / 2 : distinct[0]! + 1e-6;
+    const under = confidences.filter((c) => c < cut).length;
     const thresholded = predictCli(['imgs', '--threshold', String(cut), '--unknown-label', 'not-sure']);
     expect(thresholded.status, thresholded.stderr).toBe(0);
     const labels = csvRows(thresholded.stdout).slice(1).map((r) => r[1]);
     labels.forEach((label, i) => expect(label).toBe(confidences[i]! < cut ? 'not-sure' : rows[i + 1]![1]));
-    expect(labels.filter((l) => l === 'not-sure')).toHaveLength(5);
-    expect(thresholded.stderr).toMatch(/5 of them under --threshold/);
+    expect(labels.filter((l) => l === 'not-sure')).toHaveLength(under);
+    expect(thresholded.stderr).toMatch(new RegExp(`${under} of them under --threshold`));
   });
 
   it('--tta averages each image with its mirror image', async () => {
@@ -176,7 +180,9 @@ describe('finetune predict (child process)', () => {
         if (Math.abs(t.probabilities[c] - plain[i].probabilities[c]) > 1e-4) differs = true;
       }
     });
-    expect(differs).toBe(true);
+    // With pretrained weights mirroring changes the predictions, so the average is not a no-op; a
+    // model trained from random weights (no ../shared) may predict the same for both.
+    if (pretrained) expect(differs).toBe(true);
   });
 
   it('gives corrupt and non-image files an error row and exit status 3; 1 when nothing could be read', () => {

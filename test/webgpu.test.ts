@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mobileNetV2, mobileNetV2Blocks } from '../src/backbones/mobilenet_v2.js';
 import { MOBILENET_PREPROCESSING } from '../src/backbones/preprocess.js';
-import { loadBackboneWeights } from '../src/backbones/weights.js';
+import { loadBackboneWeights, seedRandomWeights } from '../src/backbones/weights.js';
 import { loadImageData, type ImageData } from '../src/data/image-data.js';
 import { discoverLayout } from '../src/data/layout.js';
 import { makeShapesDataset } from '../src/data/synthetic.js';
@@ -51,6 +51,7 @@ async function train(backend: 'webgpu' | 'wasm') {
   const backbone = mobileNetV2({ alpha: 0.35, imageSize: SIZE });
   const weights = sharedMobileNetWeights();
   if (weights) await loadBackboneWeights(backbone, weights);
+  else seedRandomWeights(backbone, 5); // without ../shared: the same random backbone on both backends
   const model = attachHead(backbone, { numClasses: data.classes.length, dropout: 0, seed: 1 });
   const learner = new Learner(model, mobileNetV2Blocks(0.35), data, MOBILENET_PREPROCESSING, { batchSize: 8, seed: 3 });
   const tensors: number[] = [];
