@@ -7,26 +7,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { registerWasmTrainingKernels, WASM_TRAINING_KERNELS } from '../src/engine/wasm-kernels.js';
-import { randoms, relativeError, size } from './helpers/kernel-check.js';
+import { randoms, relativeError, runKernelOn, size } from './helpers/kernel-check.js';
 
 type Shape4 = [number, number, number, number];
 type Pad = 'valid' | 'same' | tf.backend_util.ExplicitPadding;
-
-/** Runs one kernel on `backend` from plain arrays; returns its output's shape and values. */
-async function runOn(
-  backend: 'cpu' | 'wasm',
-  kernel: string,
-  inputs: Record<string, { shape: number[]; values: Float32Array }>,
-  attrs: tf.NamedAttrMap,
-): Promise<{ shape: number[]; values: Float32Array }> {
-  await tf.setBackend(backend);
-  const tensors: tf.NamedTensorMap = {};
-  for (const [name, { shape, values }] of Object.entries(inputs)) tensors[name] = tf.tensor(values, shape);
-  const out = tf.engine().runKernel(kernel, tensors, attrs) as tf.Tensor;
-  const result = { shape: out.shape, values: out.dataSync() as Float32Array };
-  tf.dispose([out, ...Object.values(tensors)]);
-  return result;
-}
 
 interface Case {
   x: Shape4;
@@ -97,8 +81,8 @@ async function checkCase(c: Case, depthwise: boolean, seed: number): Promise<voi
     [filterKernel, { x, dy: dyIn }, filterAttrs],
     [inputKernel, { dy: dyIn, filter }, inputAttrs],
   ] as const) {
-    const want = await runOn('cpu', kernel, inputs, attrs);
-    const got = await runOn('wasm', kernel, inputs, attrs);
+    const want = await runKernelOn('cpu', kernel, inputs, attrs);
+    const got = await runKernelOn('wasm', kernel, inputs, attrs);
     expect(got.shape, `${kernel}: ${label(c)}`).toEqual(want.shape);
     expect(relativeError(got.values, want.values), `${kernel}: ${label(c)}`).toBeLessThan(1e-4);
   }

@@ -13,7 +13,7 @@ import {
   unregisterWebgpuTrainingKernels,
   WEBGPU_TRAINING_KERNELS,
 } from '../src/engine/webgpu-kernels.js';
-import { randoms, relativeError, size } from './helpers/kernel-check.js';
+import { randoms, relativeError, runKernelOn, size } from './helpers/kernel-check.js';
 
 type Shape4 = [number, number, number, number];
 type Pad = 'valid' | 'same' | tf.backend_util.ExplicitPadding;
@@ -42,21 +42,6 @@ function needWebgpu(ctx: TestContext): void {
 
 /** Largest relative error seen per kernel, printed at the end (for the record). */
 const worst = new Map<string, number>();
-
-async function runOn(
-  backend: 'cpu' | 'webgpu',
-  kernel: string,
-  inputs: Record<string, { shape: number[]; values: Float32Array }>,
-  attrs: tf.NamedAttrMap,
-): Promise<{ shape: number[]; values: Float32Array }> {
-  await tf.setBackend(backend);
-  const tensors: tf.NamedTensorMap = {};
-  for (const [name, { shape, values }] of Object.entries(inputs)) tensors[name] = tf.tensor(values, shape);
-  const out = tf.engine().runKernel(kernel, tensors, attrs) as tf.Tensor;
-  const result = { shape: out.shape, values: (await out.data()) as Float32Array };
-  tf.dispose([out, ...Object.values(tensors)]);
-  return result;
-}
 
 interface Case {
   name: string;
@@ -109,8 +94,8 @@ async function checkCase(c: Case, depthwise: boolean, seed: number): Promise<voi
     x: { shape: c.x, values: randoms(size(c.x), seed) },
     dy: { shape: info.outShape, values: randoms(size(info.outShape), seed + 1) },
   };
-  const want = await runOn('cpu', kernel, inputs, attrs);
-  const got = await runOn('webgpu', kernel, inputs, attrs);
+  const want = await runKernelOn('cpu', kernel, inputs, attrs);
+  const got = await runKernelOn('webgpu', kernel, inputs, attrs);
   expect(got.shape, label(c)).toEqual(want.shape);
   const err = relativeError(got.values, want.values);
   worst.set(kernel, Math.max(worst.get(kernel) ?? 0, err));

@@ -1,4 +1,5 @@
-/** What the kernel tests (wasm, webgpu) share: seeded inputs and a scale-relative error. */
+/** What the kernel tests (wasm, webgpu) share: seeded inputs, running one kernel, a scale-relative error. */
+import * as tf from '@tensorflow/tfjs';
 import { expect } from 'vitest';
 
 /** Deterministic uniform(-1, 1) values (mulberry32). */
@@ -27,4 +28,21 @@ export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): numbe
     scale = Math.max(scale, Math.abs(b[i]!));
   }
   return diff / Math.max(scale, 1e-30);
+}
+
+/** Runs one kernel on `backend` from plain arrays; returns its output's shape and values. */
+export async function runKernelOn(
+  backend: string,
+  kernel: string,
+  inputs: Record<string, { shape: number[]; values: Float32Array }>,
+  attrs: tf.NamedAttrMap,
+): Promise<{ shape: number[]; values: Float32Array }> {
+  await tf.setBackend(backend);
+  const tensors: tf.NamedTensorMap = {};
+  for (const [name, { shape, values }] of Object.entries(inputs)) tensors[name] = tf.tensor(values, shape);
+  const out = tf.engine().runKernel(kernel, tensors, attrs) as tf.Tensor;
+  // data(), not dataSync(): WebGPU can't read back synchronously in Node.
+  const result = { shape: out.shape, values: (await out.data()) as Float32Array };
+  tf.dispose([out, ...Object.values(tensors)]);
+  return result;
 }
