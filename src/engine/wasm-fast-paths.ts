@@ -120,26 +120,27 @@ interface ReduceArgs {
  * A reduction over a run of adjacent axes that stops before the last one (a sum over N, H, W of an
  * NHWC tensor; a global average pool over H, W), as [outer, reduced, inner]; undefined otherwise.
  */
-function adjacentAxes(x: TensorInfo, axis: number | number[]): { outer: number; reduced: number; inner: number } | undefined {
+function adjacentAxes(x: TensorInfo, axes: number[]): { outer: number; reduced: number; inner: number } | undefined {
   const rank = x.shape.length;
-  const axes = [...new Set(tf.util.parseAxisParam(axis, x.shape))].sort((a, b) => a - b);
-  if (axes.length === 0 || axes.at(-1)! >= rank - 1 || axes.some((a, i) => a !== axes[0]! + i)) return undefined;
+  const sorted = [...new Set(axes)].sort((a, b) => a - b);
+  if (sorted.length === 0 || sorted.at(-1)! >= rank - 1 || sorted.some((a, i) => a !== sorted[0]! + i)) return undefined;
   return {
-    outer: tf.util.sizeFromShape(x.shape.slice(0, axes[0])),
-    reduced: tf.util.sizeFromShape(x.shape.slice(axes[0], axes.at(-1)! + 1)),
-    inner: tf.util.sizeFromShape(x.shape.slice(axes.at(-1)! + 1)),
+    outer: tf.util.sizeFromShape(x.shape.slice(0, sorted[0])),
+    reduced: tf.util.sizeFromShape(x.shape.slice(sorted[0], sorted.at(-1)! + 1)),
+    inner: tf.util.sizeFromShape(x.shape.slice(sorted.at(-1)! + 1)),
   };
 }
 
 function reduce(name: typeof tf.Sum | typeof tf.Mean, args: ReduceArgs): TensorInfo {
   const { inputs, backend, attrs } = args;
   const { x } = inputs;
-  const run = x.dtype === 'float32' ? adjacentAxes(x, attrs.axis) : undefined;
+  const axes = tf.util.parseAxisParam(attrs.axis, x.shape);
+  const run = x.dtype === 'float32' ? adjacentAxes(x, axes) : undefined;
   const kernels = run ? simdKernels(backend) : undefined;
   if (!run || !kernels) return passThrough(name, args as unknown as Parameters<tf.KernelFunc>[0]);
 
-  const [outShape] = tf.backend_util.computeOutAndReduceShapes(x.shape, tf.util.parseAxisParam(attrs.axis, x.shape));
-  const shape = attrs.keepDims ? tf.backend_util.expandShapeToKeepDim(outShape, tf.util.parseAxisParam(attrs.axis, x.shape)) : outShape;
+  const [outShape] = tf.backend_util.computeOutAndReduceShapes(x.shape, axes);
+  const shape = attrs.keepDims ? tf.backend_util.expandShapeToKeepDim(outShape, axes) : outShape;
   const out = backend.makeOutput(shape, 'float32');
   const { outer, reduced, inner } = run;
   const scale = name === tf.Mean ? 1 / reduced : 1;

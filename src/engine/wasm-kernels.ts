@@ -186,6 +186,27 @@ function mulAdd32(
 }
 
 /**
+ * Visits every (output row y of image b, filter row fy) whose input row iy = y·sh − top + fy lies
+ * inside the image, in that order, with the flat pixel indices where input row iy and output row y
+ * start. The gradients that walk a row at a time (both depthwise ones, the SIMD filter gradient)
+ * share it.
+ */
+function forEachRowTap(
+  info: tf.backend_util.Conv2DInfo,
+  visit: (inRowPixel: number, outRowPixel: number, fy: number) => void,
+): void {
+  const { batchSize: n, inHeight: h, inWidth: w, outHeight: oh, outWidth: ow, strideHeight: sh, filterHeight: kh } = info;
+  for (let b = 0; b < n; b++) {
+    for (let y = 0; y < oh; y++) {
+      for (let fy = 0; fy < kh; fy++) {
+        const iy = y * sh - info.padInfo.top + fy;
+        if (iy >= 0 && iy < h) visit((b * h + iy) * w, (b * oh + y) * ow, fy);
+      }
+    }
+  }
+}
+
+/**
  * For kernel tap (fy, fx) of a dense convolution, visits every output pixel (flat index over
  * N·OH·OW) with the input pixel it read (flat index over N·H·W), or -1 where the tap fell in the
  * padding. Both dense gradients gather or scatter rows along exactly this map.
@@ -323,9 +344,9 @@ const POINTWISE_BLOCK = 48;
 function conv2DFilterGradientSimd(
   backend: BackendWasm, simd: SimdKernels, info: tf.backend_util.Conv2DInfo, x: TensorInfo, dy: TensorInfo, filterShape: number[],
 ): TensorInfo {
-  const { batchSize: n, inHeight: h, inWidth: w, inChannels: ci, outHeight: oh, outWidth: ow, outChannels: co } = info;
-  const { strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
-  const { top, left } = info.padInfo;
+  const { batchSize: n, inWidth: w, inChannels: ci, outHeight: oh, outWidth: ow, outChannels: co } = info;
+  const { strideWidth: sw, filterWidth: kw } = info;
+  const { left } = info.padInfo;
   const dW = alloc(backend, filterShape);
   const xByte = heapOffset(backend, x);
   const dyByte = heapOffset(backend, dy);
@@ -353,23 +374,17 @@ function conv2DFilterGradientSimd(
       simd.matMulTransposeA(xRow + 4 * (ix0 + fx0) * ci, 0, dyRow + 4 * xo * co, co, dWRow + 4 * fx0 * ci * co, co, (fx1 - fx0) * ci, co, 1, 1);
     }
   };
-  for (let b = 0; b < n; b++) {
-    for (let y = 0; y < oh; y++) {
-      const dyRow = dyByte + 4 * (b * oh + y) * ow * co;
-      for (let fy = 0; fy < kh; fy++) {
-        const iy = y * sh - top + fy;
-        if (iy < 0 || iy >= h) continue;
-        const xRow = xByte + 4 * (b * h + iy) * w * ci;
-        const dWRow = dWByte + 4 * fy * kw * ci * co;
-        for (let xo = 0; xo < xoA; xo++) edgePixel(xRow, dyRow, dWRow, xo);
-        if (xoB > xoA) {
-          const aStart = xRow + 4 * (xoA * sw - left) * ci;
-          simd.matMulTransposeA(aStart, sw * ci, dyRow + 4 * xoA * co, co, dWRow, co, kw * ci, co, xoB - xoA, 1);
-        }
-        for (let xo = xoB; xo < ow; xo++) edgePixel(xRow, dyRow, dWRow, xo);
-      }
+  forEachRowTap(info, (inRowPixel, outRowPixel, fy) => {
+    const xRow = xByte + 4 * inRowPixel * ci;
+    const dyRow = dyByte + 4 * outRowPixel * co;
+    const dWRow = dWByte + 4 * fy * kw * ci * co;
+    for (let xo = 0; xo < xoA; xo++) edgePixel(xRow, dyRow, dWRow, xo);
+    if (xoB > xoA) {
+      const aStart = xRow + 4 * (xoA * sw - left) * ci;
+      simd.matMulTransposeA(aStart, sw * ci, dyRow + 4 * xoA * co, co, dWRow, co, kw * ci, co, xoB - xoA, 1);
     }
-  }
+    for (let xo = xoB; xo < ow; xo++) edgePixel(xRow, dyRow, dWRow, xo);
+  });
   return dW;
 }
 
@@ -446,48 +461,18 @@ function forEachDepthwiseTap(
   info: tf.backend_util.Conv2DInfo,
   visit: (xBase: number, dyBase: number, tapBase: number) => void,
 ): void {
-  const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow } = info;
-  const { outChannels: co, strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = info;
-  const { top, left } = info.padInfo;
-  for (let b = 0; b < n; b++) {
-    for (let y = 0; y < oh; y++) {
-      for (let fy = 0; fy < kh; fy++) {
-        const iy = y * sh - top + fy;
-        if (iy < 0 || iy >= h) continue;
-        const xRow = (b * h + iy) * w;
-        for (let xo = 0; xo < ow; xo++) {
-          const dyBase = ((b * oh + y) * ow + xo) * co;
-          for (let fx = 0; fx < kw; fx++) {
-            const ix = xo * sw - left + fx;
-            if (ix < 0 || ix >= w) continue;
-            visit((xRow + ix) * c, dyBase, (fy * kw + fx) * co);
-          }
-        }
+  const { inWidth: w, inChannels: c, outWidth: ow, outChannels: co, strideWidth: sw, filterWidth: kw } = info;
+  const { left } = info.padInfo;
+  forEachRowTap(info, (inRowPixel, outRowPixel, fy) => {
+    for (let xo = 0; xo < ow; xo++) {
+      const dyBase = (outRowPixel + xo) * co;
+      for (let fx = 0; fx < kw; fx++) {
+        const ix = xo * sw - left + fx;
+        if (ix < 0 || ix >= w) continue;
+        visit((inRowPixel + ix) * c, dyBase, (fy * kw + fx) * co);
       }
     }
-  }
-}
-
-/**
- * The same triples a row at a time, for the SIMD kernels (channel multiplier 1): calls `row` with
- * the byte offsets of input row iy and output row y of image b, and the filter row fy, for every
- * (b, y, fy) whose iy is inside the image; the kernel walks the columns (xo, fx).
- */
-function forEachDepthwiseRow(
-  info: tf.backend_util.Conv2DInfo,
-  row: (xRowByte: number, dyRowByte: number, fy: number) => void,
-): void {
-  const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow } = info;
-  const { strideHeight: sh, filterHeight: kh } = info;
-  for (let b = 0; b < n; b++) {
-    for (let y = 0; y < oh; y++) {
-      for (let fy = 0; fy < kh; fy++) {
-        const iy = y * sh - info.padInfo.top + fy;
-        if (iy < 0 || iy >= h) continue;
-        row(4 * (b * h + iy) * w * c, 4 * (b * oh + y) * ow * c, fy);
-      }
-    }
-  }
+  });
 }
 
 /** dW of a depthwise convolution with multiplier 1 by the SIMD row kernel (float64 sums). */
@@ -502,8 +487,8 @@ function depthwiseFilterGradientSimd(backend: BackendWasm, simd: SimdKernels, in
   accValues().fill(0);
   const xByte = heapOffset(backend, x);
   const dyByte = heapOffset(backend, dy);
-  forEachDepthwiseRow(info, (xRow, dyRow, fy) =>
-    simd.depthwiseFilterRow(xByte + xRow, dyByte + dyRow, accByte + 8 * fy * kw * c, ow, w, c, sw, info.padInfo.left, kw),
+  forEachRowTap(info, (inRowPixel, outRowPixel, fy) =>
+    simd.depthwiseFilterRow(xByte + 4 * inRowPixel * c, dyByte + 4 * outRowPixel * c, accByte + 8 * fy * kw * c, ow, w, c, sw, info.padInfo.left, kw),
   );
   f32(backend, dW).set(accValues());
   free(backend, acc);
@@ -592,8 +577,8 @@ function depthwiseConv2dNativeBackpropInput(args: {
     const dxByte = heapOffset(backend, dX);
     const dyByte = heapOffset(backend, dy);
     const filterByte = heapOffset(backend, filter);
-    forEachDepthwiseRow(info, (xRow, dyRow, fy) =>
-      simd.depthwiseInputRow(dxByte + xRow, dyByte + dyRow, filterByte + 4 * fy * kw * c, info.outWidth, info.inWidth, c, sw, left, kw),
+    forEachRowTap(info, (inRowPixel, outRowPixel, fy) =>
+      simd.depthwiseInputRow(dxByte + 4 * inRowPixel * c, dyByte + 4 * outRowPixel * c, filterByte + 4 * fy * kw * c, info.outWidth, info.inWidth, c, sw, left, kw),
     );
     return dX;
   }

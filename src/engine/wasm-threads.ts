@@ -46,7 +46,9 @@ interface WebAssemblyApi {
 }
 const WA = (globalThis as unknown as { WebAssembly: WebAssemblyApi }).WebAssembly;
 
+/** The thread count asked for, tfjs's own factory for 'wasm', and why the threaded build fell back. */
 let requested: number | undefined;
+let original: (() => tf.KernelBackend | Promise<tf.KernelBackend>) | undefined;
 let fallbackReason: string | undefined;
 
 /** The number of threads `auto` gives WASM: every core this process may use. */
@@ -77,8 +79,6 @@ export function setWasmThreads(threads: number): boolean {
 export function wasmThreadsFallback(): string | undefined {
   return fallbackReason;
 }
-
-let original: (() => tf.KernelBackend | Promise<tf.KernelBackend>) | undefined;
 
 function isWasmStarted(): boolean {
   try {
