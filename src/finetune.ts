@@ -419,6 +419,12 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
   oneOf('--class-weight', resolved.classWeight, ['auto', 'none']);
   oneOf('--backend', resolved.backend, ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']);
   wholeAtLeast('--augment-copies', resolved.augmentCopies, 0);
+  if (resolved.augmentCopies > 0 && resolved.augment === 'none') {
+    throw new UsageError(
+      `--augment-copies ${resolved.augmentCopies} needs augmentation: with --augment none every copy would be the same image. ` +
+        'Drop --augment-copies (unaugmented outputs are cached anyway), or choose --augment light or strong.',
+    );
+  }
   wholeAtLeast('--epochs', resolved.epochs, 1);
   wholeAtLeast('--fine-tune-epochs', resolved.fineTuneEpochs, 0);
   wholeAtLeast('--batch-size', resolved.batchSize, 1);
