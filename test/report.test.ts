@@ -302,6 +302,26 @@ describe('writeRunReport', () => {
     expect(await writeRunReport(out, { config })).toEqual(['report.html']);
     expect(await readdir(out)).toEqual(['report.html']);
   });
+
+  it("removes an earlier run's pictures that this report does not draw (e.g. --overwrite without a validation set)", async () => {
+    const out = path.join(dir, 'rerun');
+    await mkdir(out);
+    for (const stale of ['curves.png', 'confusion.png', 'top-losses.png', 'report.html']) await writeFile(path.join(out, stale), 'earlier run');
+    await writeFile(path.join(out, 'notes.txt'), 'not a report file');
+    const files = await writeRunReport(out, { config, history: twoStageHistory() });
+    expect(files).toEqual(['curves.png', 'report.html']);
+    expect((await readdir(out)).sort()).toEqual(['curves.png', 'notes.txt', 'report.html']);
+    await expectPicture(readFileSync(path.join(out, 'curves.png')));
+  });
+
+  it('leaves no earlier pictures behind when drawing fails', async () => {
+    const out = path.join(dir, 'failed');
+    await mkdir(out);
+    for (const stale of ['confusion.png', 'top-losses.png', 'report.html']) await writeFile(path.join(out, stale), 'earlier run');
+    const wrong = { ...metrics, confusionMatrix: [[1, 2]] };
+    await expect(writeRunReport(out, { config, history: twoStageHistory(), metrics: wrong })).rejects.toThrow(/classes/);
+    expect(await readdir(out)).toEqual(['curves.png']);
+  });
 });
 
 describe('formatting helpers', () => {

@@ -2,6 +2,7 @@
  * The pictures and page a run leaves for people: curves.png, confusion.png, top-losses.png and
  * report.html, written by training and by `finetune evaluate`.
  */
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { SkippedFile } from '../data/types.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -44,11 +45,21 @@ export interface RunReportInput {
 /**
  * Renders what the input allows and writes it into `out`, each file atomically: curves.png (with a
  * history), confusion.png (with metrics), top-losses.png (with items), and always report.html.
- * Returns the names of the files written. Files an earlier run left in `out` are not removed.
+ * Returns the names of the files written. Every other report file in `out` is removed, also when
+ * drawing fails: a picture an earlier run left (e.g. before `--overwrite`) would not match this run.
  */
 export async function writeRunReport(out: string, input: RunReportInput): Promise<string[]> {
-  const config = input.config as RunConfig;
   const written: string[] = [];
+  try {
+    await renderAndWrite(out, input, written);
+  } finally {
+    await removeReportFilesExcept(out, written);
+  }
+  return written;
+}
+
+async function renderAndWrite(out: string, input: RunReportInput, written: string[]): Promise<void> {
+  const config = input.config as RunConfig;
   const write = async (name: string, data: Buffer | string) => {
     await writeFileAtomic(path.join(out, name), data);
     written.push(name);
@@ -79,7 +90,12 @@ export async function writeRunReport(out: string, input: RunReportInput): Promis
     split: input.split,
   });
   await write(REPORT_FILES.html, html);
-  return written;
+}
+
+/** Removes the report files in `out` that are not in `kept` (missing ones are fine). */
+async function removeReportFilesExcept(out: string, kept: readonly string[]): Promise<void> {
+  const stale = Object.values(REPORT_FILES).filter((name) => !kept.includes(name));
+  await Promise.all(stale.map((name) => fs.rm(path.join(out, name), { force: true })));
 }
 
 /**
