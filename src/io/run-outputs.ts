@@ -1,7 +1,8 @@
 import * as path from 'node:path';
 import type { SkippedFile } from '../data/types.js';
 import type { EpochLogs } from '../train/learner.js';
-import { toCsv, writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from './atomic.js';
+import { toCsv } from './csv.js';
 
 /** The files a training run writes into its output folder. */
 export const RUN_FILES = {

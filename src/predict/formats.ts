@@ -9,7 +9,7 @@
  */
 import * as path from 'node:path';
 import { UsageError } from '../errors.js';
-import { csvField } from '../io/atomic.js';
+import { csvCellAgain, csvLine, csvText } from '../io/csv.js';
 import type { Prediction } from './predict.js';
 
 export type OutputFormat = 'csv' | 'jsonl' | 'json' | 'kaggle';
@@ -75,7 +75,7 @@ export class Formatter {
   }
 
   begin(): string {
-    if (this.format === 'csv' || this.format === 'kaggle') return this.header().map(csvField).join(',') + '\n';
+    if (this.format === 'csv' || this.format === 'kaggle') return csvLine(this.header()) + '\n';
     return this.format === 'json' ? '[\n' : '';
   }
 
@@ -106,7 +106,7 @@ export class Formatter {
 
   private line(fields: (string | number)[]): string {
     this.count++;
-    return fields.map(csvField).join(',') + '\n';
+    return csvLine(fields) + '\n';
   }
 
   private jsonElement(text: string): string {
@@ -154,14 +154,14 @@ export function readRecords(text: string, formatter: Formatter, where: string): 
   if (formatter.format === 'csv' || formatter.format === 'kaggle') {
     const rows = parseCsv(text);
     if (rows.length === 0) return [];
-    const header = rows[0]!.join(',');
+    const header = rows[0]!.map(csvText).join(',');
     const expected = formatter.header().join(',');
     if (header !== expected) throw mismatch(`its header is "${header.slice(0, 200)}", this run writes "${expected.slice(0, 200)}"`);
     const errorColumn = formatter.format === 'csv' ? formatter.header().length - 1 : -1;
     return rows.slice(1).map((fields) => ({
-      key: fields[0] ?? '',
+      key: csvText(fields[0] ?? ''),
       ok: errorColumn < 0 || (fields[errorColumn] ?? '') === '',
-      text: fields.map(csvField).join(','),
+      text: fields.map(csvCellAgain).join(','),
     }));
   }
   const records: ReadRecord[] = [];
