@@ -1,6 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
-import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../src/errors.js';
@@ -15,11 +13,9 @@ import { CAFFE_PREPROCESSING, MOBILENET_PREPROCESSING } from '../src/backbones/p
 import { backbones, getBackbone, validateBackboneOptions } from '../src/backbones/registry.js';
 import type { BackboneSpec } from '../src/backbones/types.js';
 import { vgg16, vgg16Spec } from '../src/backbones/vgg16.js';
+import { needShared, sharedPath, TM_WEIGHTS } from './helpers/shared.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const tmModelJson = path.resolve(repoRoot, '../shared/weights/teachable-machine-mobilenet_v2_0.35_224/model.json');
-const haveTm = existsSync(tmModelJson);
-if (!haveTm) console.warn(`skipping the Teachable Machine layer-name check: ${path.dirname(tmModelJson)} is absent`);
+const TM_MODEL_JSON = `${TM_WEIGHTS}/model.json`;
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -82,8 +78,9 @@ describe('MobileNetV2', () => {
     expect(mobileNetV2({ alpha: 1.4, imageSize: 96 }).outputs[0]!.shape).toEqual([null, 3, 3, 1792]);
   });
 
-  it.skipIf(!haveTm)('layer names and weight shapes equal the Keras-exported Teachable Machine MobileNetV2 0.35/224', () => {
-    const json = JSON.parse(readFileSync(tmModelJson, 'utf8'));
+  it('layer names and weight shapes equal the Keras-exported Teachable Machine MobileNetV2 0.35/224', (ctx) => {
+    needShared(ctx, 'comparing layer names with the real Keras export', TM_MODEL_JSON);
+    const json = JSON.parse(readFileSync(sharedPath(TM_MODEL_JSON), 'utf8'));
     const model5 = json.modelTopology.config.layers[0].config.layers[0].config;
     const theirs = (model5.layers as { name: string }[]).map((l) => l.name).filter((n) => n !== 'Conv1_pad');
     const m = mobileNetV2({ alpha: 0.35, imageSize: 224 });

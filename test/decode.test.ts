@@ -1,13 +1,13 @@
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeAll, decodeImage } from '../src/data/decode.js';
+import { needShared, sharedPath } from './helpers/shared.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const hymenoptera = path.resolve(repoRoot, '../shared/datasets/hymenoptera_data');
+const HYMENOPTERA = 'datasets/hymenoptera_data';
+const hymenoptera = sharedPath(HYMENOPTERA);
 
 type RGB = [number, number, number];
 const RED: RGB = [255, 0, 0];
@@ -202,12 +202,12 @@ describe('decodeAll', () => {
   });
 });
 
-describe.skipIf(!existsSync(hymenoptera))('hymenoptera_data (shared)', () => {
-  it('decodes the GIF placeholder and the file name with a space', async () => {
+describe('hymenoptera_data (shared)', () => {
+  it('decodes the GIF placeholder and the file name with a space', async (ctx) => {
+    needShared(ctx, 'decoding real photos (a GIF, a name with a space)', HYMENOPTERA);
     const files = ['train/ants/imageNotFound.gif', 'train/ants/ant photos.jpg'].map((f) => path.join(hymenoptera, f));
     const { images, failures } = await decodeAll(files, { size: 224, resize: 'crop' });
     expect(failures).toEqual([]);
     for (const im of images) expect(im).toHaveLength(224 * 224 * 3);
   });
 });
-if (!existsSync(hymenoptera)) console.warn(`skipping hymenoptera decode test: ${hymenoptera} not found`);

@@ -1,15 +1,15 @@
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FinetuneError } from '../src/errors.js';
 import { compareCodePoints, discoverLayout } from '../src/data/layout.js';
+import { needSharedForSuite, sharedPath } from './helpers/shared.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const shared = path.resolve(repoRoot, '../shared/datasets');
-const hymenoptera = path.join(shared, 'hymenoptera_data');
-const flowers = path.join(shared, 'flowers_kaggle_128');
+const HYMENOPTERA = 'datasets/hymenoptera_data';
+const FLOWERS = 'datasets/flowers_kaggle_128';
+const hymenoptera = sharedPath(HYMENOPTERA);
+const flowers = sharedPath(FLOWERS);
 
 let tmp: string;
 let counter = 0;
@@ -263,7 +263,9 @@ describe('discoverLayout', () => {
   });
 });
 
-describe.skipIf(!existsSync(hymenoptera))('hymenoptera_data (shared)', () => {
+describe('hymenoptera_data (shared)', () => {
+  needSharedForSuite('the layout of a real dataset (train/ and val/)', HYMENOPTERA);
+
   it('has 2 classes, validation from val/, the GIF and the file name with a space', async () => {
     const layout = await discoverLayout(hymenoptera);
     expect(layout.classes).toEqual(['ants', 'bees']);
@@ -276,9 +278,10 @@ describe.skipIf(!existsSync(hymenoptera))('hymenoptera_data (shared)', () => {
     expect(layout.test).toEqual([]);
   });
 });
-if (!existsSync(hymenoptera)) console.warn(`skipping hymenoptera tests: ${hymenoptera} not found`);
 
-describe.skipIf(!existsSync(flowers))('flowers_kaggle_128 (shared)', () => {
+describe('flowers_kaggle_128 (shared)', () => {
+  needSharedForSuite('the layout of a real dataset with no split', FLOWERS);
+
   it('has 5 root-level classes and a 20 % stratified split', async () => {
     const layout = await discoverLayout(flowers);
     expect(layout.classes).toEqual(['daisy', 'dandelion', 'rose', 'sunflower', 'tulip']);
@@ -288,4 +291,3 @@ describe.skipIf(!existsSync(flowers))('flowers_kaggle_128 (shared)', () => {
     sizes.forEach((n, c) => expect(layout.valid.filter((f) => f.label === c)).toHaveLength(Math.round(n * 0.2)));
   });
 });
-if (!existsSync(flowers)) console.warn(`skipping flowers tests: ${flowers} not found`);

@@ -1,7 +1,6 @@
-import { existsSync, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import h5wasm from 'h5wasm/node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,14 +8,13 @@ import { mobileNetV2 } from '../src/backbones/mobilenet_v2.js';
 import { vgg16 } from '../src/backbones/vgg16.js';
 import { assignWeights, loadBackboneWeights, readWeightFile, seedRandomWeights, type WeightTensor } from '../src/backbones/weights.js';
 import { FinetuneError } from '../src/errors.js';
+import { needShared, sharedPath, TM_WEIGHTS } from './helpers/shared.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const shared = path.resolve(repoRoot, '../shared');
-const tmFolder = path.join(shared, 'weights/teachable-machine-mobilenet_v2_0.35_224');
-const v1H5 = path.join(shared, 'weights/mobilenet_2_5_224_tf_no_top.h5');
-const v1Folder = path.join(shared, 'weights/mobilenet_v1_0.25_224');
-const haveShared = existsSync(path.join(shared, 'weights'));
-if (!haveShared) console.warn(`skipping the shared-weights tests: ${shared}/weights is absent`);
+const V1_H5 = 'weights/mobilenet_2_5_224_tf_no_top.h5';
+const V1_FOLDER = 'weights/mobilenet_v1_0.25_224';
+const tmFolder = sharedPath(TM_WEIGHTS);
+const v1H5 = sharedPath(V1_H5);
+const v1Folder = sharedPath(V1_FOLDER);
 
 let tmp: string;
 beforeAll(async () => {
@@ -284,8 +282,9 @@ describe('tfjs layers models', () => {
 
 // ------------------------------------------------------------------------------------------ shared
 
-describe.skipIf(!haveShared)('shared real weights (../shared/weights)', () => {
-  it('Teachable Machine MobileNetV2 0.35/224: all 260 backbone weights match, the head is ignored, outputs agree', async () => {
+describe('shared real weights (../shared/weights)', () => {
+  it('Teachable Machine MobileNetV2 0.35/224: all 260 backbone weights match, the head is ignored, outputs agree', async (ctx) => {
+    needShared(ctx, 'reading the real Teachable Machine export', TM_WEIGHTS);
     const read = await readWeightFile(tmFolder);
     expect(read).toHaveLength(263);
     const model = mobileNetV2({ alpha: 0.35, imageSize: 224 });
@@ -325,7 +324,8 @@ describe.skipIf(!haveShared)('shared real weights (../shared/weights)', () => {
     tm.dispose();
   });
 
-  it('real Keras 2.0.4 .h5 (MobileNet v1 0.25): 135 tensors, identical to the tfjs export of the same weights', async () => {
+  it('real Keras 2.0.4 .h5 (MobileNet v1 0.25): 135 tensors, identical to the tfjs export of the same weights', async (ctx) => {
+    needShared(ctx, 'reading a real Keras .h5 file', V1_H5, V1_FOLDER);
     const fromH5 = await readWeightFile(v1H5);
     expect(fromH5).toHaveLength(135);
     expect(fromH5[0]).toMatchObject({ layer: 'conv1', name: 'kernel', shape: [3, 3, 3, 8] });
