@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { initEngine } from '../src/engine/backend.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
+import { accuracyRun } from './accuracy.js';
 import type { Job, JobOutput } from './jobs.js';
 import { errorLine, isOutOfMemory } from './measure.js';
 import { measureOnce, modelLabel } from './model-speed.js';
@@ -34,8 +35,10 @@ try {
     const t = measured.timing;
     log(`  ${measured.imagesPerSecond} img/s (${t.steps} steps in ${t.seconds} s after ${t.warmupSeconds} s of warm-up)`);
     output.result = measured;
-  } else {
+  } else if (job.kind === 'staged') {
     output.result = await benchStaged(job.options, log);
+  } else {
+    output.result = await accuracyRun(job.run, job.backend, log);
   }
 } catch (e) {
   output = { ...output, error: errorLine(e), outOfMemory: isOutOfMemory(e) };

@@ -2,7 +2,8 @@
  * Every measurement that touches a tfjs backend runs in a child process of its own (bench/job.ts):
  * the backend starts fresh, one model's memory (the WebAssembly heap only grows) does not weigh on
  * the next, and a batch that exhausts memory — on WASM a trap that leaves the module unusable —
- * can be retried smaller in a new process.
+ * can be retried smaller in a new process. Every job runs under a time limit: past it the process is
+ * killed and the measurement reported as stopped, so no measurement can hold up the rest.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,13 +13,15 @@ import { fileURLToPath } from 'node:url';
 import type { BackendName, EngineInfo } from '../src/engine/backend.js';
 import type { StepBudget } from './measure.js';
 import type { ModelConfig, SpeedKind } from './model-speed.js';
+import type { AccuracyRunSpec } from './accuracy.js';
 import type { StagedOptions } from './staged.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 export type Job =
   | { kind: 'speed'; backend: BackendName; config: ModelConfig; measurement: SpeedKind; batch: number; budget: StepBudget }
-  | { kind: 'staged'; backend: BackendName; options: StagedOptions };
+  | { kind: 'staged'; backend: BackendName; options: StagedOptions }
+  | { kind: 'accuracy'; backend: BackendName; run: AccuracyRunSpec };
 
 /** What a job process reports. */
 export interface JobOutput<T = unknown> {
@@ -27,6 +30,8 @@ export interface JobOutput<T = unknown> {
   error?: string;
   /** The failure looks like exhausted memory (worth retrying with less). */
   outOfMemory?: boolean;
+  /** The job was killed at its time limit. */
+  timedOut?: boolean;
 }
 
 const viteNode = path.join(repoRoot, 'node_modules/vite-node/vite-node.mjs');
@@ -41,8 +46,8 @@ export function killActiveJob(): void {
   active?.kill('SIGKILL');
 }
 
-/** Runs `job` in a new process; its progress lines go to our stderr. */
-export async function runJob<T>(job: Job): Promise<JobOutput<T>> {
+/** Runs `job` in a new process, killed after `timeLimitSeconds`; its progress lines go to our stderr. */
+export async function runJob<T>(job: Job, timeLimitSeconds: number): Promise<JobOutput<T>> {
   if (!existsSync(viteNode)) throw new Error(`${viteNode} is missing: run npm install`);
   const dir = mkdtempSync(path.join(tmpdir(), 'finetune-bench-job-'));
   const specFile = path.join(dir, 'job.json');
@@ -50,12 +55,17 @@ export async function runJob<T>(job: Job): Promise<JobOutput<T>> {
   writeFileSync(specFile, JSON.stringify(job));
   try {
     let tail = '';
+    let timedOut = false;
     const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
       const child = spawn(process.execPath, [viteNode, '--config', path.join(repoRoot, 'bench/vite.config.ts'), path.join(repoRoot, 'bench/job.ts'), specFile, outFile], {
         cwd: repoRoot,
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       active = child;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      }, timeLimitSeconds * 1000);
       const relay = lineRelay((line) => {
         process.stderr.write(line + '\n');
         tail = (tail + line + '\n').slice(-4000);
@@ -64,12 +74,16 @@ export async function runJob<T>(job: Job): Promise<JobOutput<T>> {
       child.stderr.on('data', relay.write);
       child.on('error', reject);
       child.on('close', (c, s) => {
+        clearTimeout(timer);
         active = undefined;
         relay.flush();
         resolve({ code: c, signal: s });
       });
     });
     if (existsSync(outFile)) return JSON.parse(readFileSync(outFile, 'utf8')) as JobOutput<T>;
+    if (timedOut) {
+      return { error: `stopped at its time limit of ${timeLimitSeconds} s (--time-limit to change)`, timedOut: true };
+    }
     const lastLine = tail.trim().split('\n').filter((l) => l.trim()).at(-1) ?? '';
     const how = signal ? `was killed (${signal})` : `exited with status ${code}`;
     return {

@@ -43,6 +43,8 @@ export interface SpeedResult {
   timing?: StepTiming;
   /** What one step is. */
   what: string;
+  /** The measuring process is killed past this. */
+  timeLimitSeconds: number;
   error?: string;
   notes: string[];
 }

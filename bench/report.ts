@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import type { BackendName, BackendProbe } from '../src/engine/backend.js';
+import type { AccuracyConfig } from './accuracy.js';
 import type { DecodeResult } from './decode.js';
 import { repoRoot } from './jobs.js';
 import type { SpeedResult } from './model-speed.js';
@@ -31,6 +32,8 @@ export interface BackendReport {
   train: SpeedResult[];
   staged?: StagedResult;
   stagedError?: string;
+  /** `--only accuracy`: one entry per alpha × recipe. */
+  accuracy?: AccuracyConfig[];
 }
 
 export interface BenchReport {
@@ -108,6 +111,8 @@ const fmt = (x: number, digits = x >= 100 ? 0 : x >= 10 ? 1 : 2) => x.toFixed(di
 function speedRow(backend: string, r: SpeedResult): Row {
   const measurement = `${r.model} ${r.measurement === 'forward' ? 'forward' : 'training step'}`;
   const retried = r.batch !== r.requestedBatch ? ` (${r.requestedBatch}${r.requestedBatch / 2 > r.batch ? `…${r.batch * 2}` : ''}: out of memory)` : '';
+  // The first note says why this size or batch was chosen (e.g. VGG16 training below 224 px).
+  const why = r.batch === r.requestedBatch && r.notes[0] ? `; ${r.notes[0]}` : '';
   if (r.imagesPerSecond === undefined || !r.timing) {
     return { backend, measurement, figure: 'failed', details: `batch ${r.batch}${retried}: ${r.error ?? 'no result'}` };
   }
@@ -116,8 +121,36 @@ function speedRow(backend: string, r: SpeedResult): Row {
     backend,
     measurement,
     figure: `${fmt(r.imagesPerSecond)} img/s`,
-    details: `batch ${r.batch}${retried}; ${t.steps} step${t.steps === 1 ? '' : 's'} in ${fmt(t.seconds)} s, median ${fmt(t.msPerStep.median / 1000)} s/step; random weights`,
+    details: `batch ${r.batch}${retried}; ${t.steps} step${t.steps === 1 ? '' : 's'} in ${fmt(t.seconds)} s, median ${fmt(t.msPerStep.median / 1000)} s/step; random weights${why}`,
   };
+}
+
+const seconds = (s: number) => (s >= 100 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${s.toFixed(1)} s`);
+
+function accuracyRows(backend: string, c: AccuracyConfig): Row[] {
+  const name = `accuracy: ${c.model}, ${c.recipe.label}`;
+  const rows: Row[] = c.runs.map((r) => ({
+    backend,
+    measurement: `${name}, seed ${r.seed}`,
+    figure: `${r.valAccuracy.toFixed(3)} (${r.correct}/${r.valImages})`,
+    details:
+      `val loss ${r.valLoss.toFixed(3)}${r.rocAuc !== undefined ? `, ROC AUC ${r.rocAuc.toFixed(3)}` : ''}, ${seconds(r.seconds)}, ` +
+      `epochs ${r.epochsRun.join('+')}${r.bestEpoch ? `, best: stage ${r.bestEpoch.stage} epoch ${r.bestEpoch.epoch}` : ''}`,
+  }));
+  for (const f of c.failures) rows.push({ backend, measurement: `${name}, seed ${f.seed}`, figure: 'failed', details: f.error });
+  const acc = c.valAccuracy;
+  if (acc && c.valLoss && c.seconds) {
+    const n = c.runs.length;
+    rows.push({
+      backend,
+      measurement: `${name}, ${n} seed${n === 1 ? '' : 's'}: mean ± sd`,
+      figure: `${acc.mean.toFixed(3)} ± ${acc.sd.toFixed(3)}`,
+      details:
+        `min ${acc.min.toFixed(3)}, max ${acc.max.toFixed(3)}; val loss ${c.valLoss.mean.toFixed(3)} ± ${c.valLoss.sd.toFixed(3)}; ` +
+        `${seconds(c.seconds.mean)} ± ${c.seconds.sd.toFixed(1)} s a run; ${c.dataset.name}, weights ${c.weights === 'none' || c.weights === 'imagenet' ? c.weights : 'pretrained (../shared)'}`,
+    });
+  }
+  return rows;
 }
 
 export function tableRows(report: BenchReport): Row[] {
@@ -148,6 +181,7 @@ export function tableRows(report: BenchReport): Row[] {
     } else if (b.stagedError) {
       rows.push({ backend: b.name, measurement: 'staged fine-tune', figure: 'failed', details: b.stagedError });
     }
+    for (const c of b.accuracy ?? []) rows.push(...accuracyRows(b.name, c));
   }
   return rows;
 }

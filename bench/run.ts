@@ -1,28 +1,49 @@
 /**
  * The benchmark suite: `npm run bench -- [flags]` (run `npm run bench -- --help` for them).
  *
- * Per backend: forward and training-step images/s of MobileNetV2 α=1.0 and VGG16 at 224 px, and a
- * staged fine-tune timed with the Learner's activation cache and without it; once: decoding
- * images/s (sharp, independent of the backend). Prints a table to stdout (progress goes to stderr)
- * and writes every figure, what exactly was measured and the machine to a JSON file.
+ * Per backend: forward images/s of MobileNetV2 α=1.0 and VGG16 at 224 px, training-step images/s
+ * of MobileNetV2 α=1.0 at 224 px and VGG16 at 112 px (sizes and batches chosen up front so each
+ * step fits its time), and a staged fine-tune timed with the Learner's activation cache and
+ * without it; once: decoding images/s (sharp, independent of the backend). On request
+ * (`--only accuracy`): validation accuracy of real fineTune runs over several seeds. Prints a table
+ * to stdout (progress goes to stderr) and writes every figure, what exactly was measured and the
+ * machine to a JSON file.
  *
- * Each backend measurement runs in a process of its own (see bench/jobs.ts).
+ * Each backend measurement runs in a process of its own, under a time limit (see bench/jobs.ts).
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { BACKEND_ORDER, probeBackends, type BackendName } from '../src/engine/backend.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
+import {
+  parseRecipe,
+  RECIPE_FLAGS,
+  resolvedRecipe,
+  sharedWeightsFor,
+  summariseConfig,
+  type AccuracyConfig,
+  type AccuracyRun,
+  type Recipe,
+} from './accuracy.js';
 import { benchDecode } from './decode.js';
 import { killActiveJob, repoRoot, runJob } from './jobs.js';
 import type { StepBudget } from './measure.js';
 import { modelLabel, stepDescription, type ModelConfig, type SpeedKind, type SpeedResult } from './model-speed.js';
 import { formatTable, machineInfo, tableRows, versions, type BackendReport, type BenchReport } from './report.js';
-import type { StagedOptions, StagedResult } from './staged.js';
+import { resolveStagedData, type StagedOptions, type StagedResult } from './staged.js';
 
-const MEASUREMENTS = ['decode', 'forward', 'train', 'staged'] as const;
+const MEASUREMENTS = ['decode', 'forward', 'train', 'staged', 'accuracy'] as const;
 type Measurement = (typeof MEASUREMENTS)[number];
+/** What runs with no --only: accuracy takes minutes per configuration, so it is asked for by name. */
+const DEFAULT_MEASUREMENTS: Measurement[] = ['decode', 'forward', 'train', 'staged'];
+
+/** Seconds each measuring process may take before it is killed (see --time-limit). */
+const TIME_LIMIT = { speed: 300, staged: 300, accuracy: 900 } as const;
+/** VGG16's training step is measured at this size by default: at 224 px, batch 32, one step takes over 12 minutes on 2 CPU cores. */
+const VGG16_TRAIN_SIZE = 112;
+const DEFAULT_BATCH = { forward: 32, train: { mobilenetv2: 16, vgg16: 8 } } as const;
 
 interface Flags {
   backends?: string[];
@@ -30,13 +51,20 @@ interface Flags {
   quick: boolean;
   out?: string;
   batch?: number;
+  vgg16TrainSize?: number;
   minSeconds?: number;
   maxSteps?: number;
+  timeLimit?: number;
   stagedData?: string;
   stagedSize?: number;
   stagedWeights: string;
   headEpochs: number;
   fineTuneEpochs: number;
+  alphas?: number[];
+  seeds?: number[];
+  recipe: string[];
+  accuracyData?: string;
+  keepRuns?: string;
 }
 
 const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean);
@@ -55,26 +83,61 @@ const seconds = (value: string) => {
   if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('use a number of seconds ≥ 0');
   return n;
 };
+const positiveSeconds = (value: string) => {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('use a number of seconds > 0');
+  return n;
+};
+const numberList = (check: (n: number) => boolean, what: string) => (value: string) => {
+  const numbers = list(value).map(Number);
+  if (numbers.length === 0 || !numbers.every(check)) throw new InvalidArgumentError(`use a comma-separated list of ${what}`);
+  return numbers;
+};
+const collect = (value: string, previous: string[]) => [...previous, value];
 
 function parseFlags(argv: string[]): Flags {
   const program = new Command('npm run bench --')
-    .description('Decode, forward, training-step and staged fine-tune speed, per tfjs backend.')
+    .description('Decode, forward, training-step and staged fine-tune speed per tfjs backend; fine-tuning accuracy on request.')
     .option('--backends <list>', `comma-separated, from ${BACKEND_ORDER.join(', ')} (default: every available one but cpu)`, list)
-    .option('--only <list>', `comma-separated, from ${MEASUREMENTS.join(', ')}`, list, [...MEASUREMENTS])
+    .option('--only <list>', `comma-separated, from ${MEASUREMENTS.join(', ')} (default: all but accuracy)`, list, [...DEFAULT_MEASUREMENTS])
     .option('--quick', 'tiny sizes and few steps: a smoke test, not figures to compare', false)
     .option('--out <file>', 'JSON output (default bench/results/<host>-<backends>-<date>.json)')
-    .option('--batch <n>', 'forward/training batch (default 32; quick 4); halved while it runs out of memory', wholeNumber)
+    .option(
+      '--batch <n>',
+      `every forward/training batch (default: forward ${DEFAULT_BATCH.forward}, MobileNetV2 training ${DEFAULT_BATCH.train.mobilenetv2}, VGG16 training ${DEFAULT_BATCH.train.vgg16}; quick 4); halved while it runs out of memory`,
+      wholeNumber,
+    )
+    .option('--vgg16-train-size <px>', `image size of the VGG16 training step (default ${VGG16_TRAIN_SIZE}: 224 px takes minutes a step on a CPU; quick 32)`, wholeNumber)
     .option('--min-seconds <s>', 'time each forward/training measurement at least this long (default 10; quick 0)', seconds)
     .option('--max-steps <n>', '…or at most this many steps after the warm-up step (default 5; quick 1)', wholeNumber)
+    .option(
+      '--time-limit <s>',
+      `kill a measuring process after this long and report it as stopped (default ${TIME_LIMIT.speed} s per speed or staged measurement, ${TIME_LIMIT.accuracy} s per accuracy run)`,
+      positiveSeconds,
+    )
     .option('--staged-data <what>', 'hymenoptera (../shared; default), shapes (fixtures/shapes; quick default) or a data folder')
     .option('--staged-size <px>', 'staged fine-tune image size (default 160; quick 64)', wholeNumber)
     .option('--staged-weights <w>', "shared (../shared Teachable Machine MobileNetV2 0.35 when present), none, or a weights path", 'shared')
     .option('--head-epochs <n>', 'staged stage 1 epochs', wholeNumber, 10)
     .option('--fine-tune-epochs <n>', 'staged stage 2 epochs', wholeOrZero, 5)
+    .option('--alphas <list>', 'accuracy: MobileNetV2 widths, e.g. 0.35,1 (default 0.35)', numberList((n) => n > 0, 'widths, e.g. 0.35,1'))
+    .option('--seeds <list>', 'accuracy: one fineTune run per seed (default 1,2,3; quick 1,2)', numberList((n) => Number.isInteger(n) && n >= 0, 'whole numbers ≥ 0'))
+    .option(
+      '--recipe <options>',
+      `accuracy: fineTune options on top of its defaults, as flag=value pairs, e.g. augment-copies=4 or image-size=160,augment=none; repeat to compare recipes (from ${RECIPE_FLAGS.join(', ')})`,
+      collect,
+      [],
+    )
+    .option('--accuracy-data <what>', 'accuracy: hymenoptera (../shared; default), shapes (fixtures/shapes; quick default) or a data folder')
+    .option('--keep-runs <dir>', "accuracy: keep each run's output folder under <dir> (default: removed), e.g. for `finetune runs <dir>`")
     .addHelpText(
       'after',
-      '\nThe pure-JavaScript cpu backend runs only when named in --backends, and then with a small workload (the --quick sizes, no VGG16 training step).',
+      '\nThe pure-JavaScript cpu backend runs only when named in --backends, and then with a small workload (the --quick sizes, no VGG16 training step).' +
+        '\nAccuracy (--only accuracy) runs fineTune on hymenoptera once per alpha × recipe × seed, with the ../shared ImageNet weights for α 0.35 and 1;' +
+        '\nabout 1 minute a run at α=0.35 and 2.5 at α=1 on 2 CPU cores.',
     );
+  // A usage error exits with status 2, as finetune's own commands do (commander's default is 1).
+  program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
   program.parse(argv, { from: 'user' });
   const flags = program.opts<Flags>();
   for (const m of flags.only) {
@@ -83,31 +146,82 @@ function parseFlags(argv: string[]): Flags {
   for (const b of flags.backends ?? []) {
     if (!(BACKEND_ORDER as readonly string[]).includes(b)) program.error(`--backends ${b}: use ${BACKEND_ORDER.join(', ')}`);
   }
+  for (const r of flags.recipe) {
+    try {
+      parseRecipe(r);
+    } catch (e) {
+      program.error(`--recipe ${(e as Error).message}`);
+    }
+  }
   return flags;
 }
 
-interface Workload {
-  models: ModelConfig[];
-  /** Backbones whose training step is not measured (with why). */
-  skipTrain?: { backbone: string; why: string };
+/** One forward or training measurement to make. */
+interface SpeedPlan {
+  config: ModelConfig;
+  kind: SpeedKind;
   batch: number;
+  /** Why this size or batch, when it is not the obvious one. */
+  note?: string;
+}
+
+interface AccuracyPlan {
+  data: string;
+  alphas: number[];
+  seeds: number[];
+  recipes: Recipe[];
+  keepRuns?: string;
+}
+
+interface Workload {
+  speed: SpeedPlan[];
   budget: StepBudget;
   staged: StagedOptions;
+  accuracy: AccuracyPlan;
+}
+
+/** The size and batch of every forward and training measurement, chosen up front so each fits its time. */
+function speedPlans(flags: Flags, quick: boolean): SpeedPlan[] {
+  const size = quick ? 32 : 224;
+  const mobilenet: ModelConfig = quick ? { backbone: 'mobilenetv2', alpha: 0.35, imageSize: 32 } : { backbone: 'mobilenetv2', alpha: 1, imageSize: 224 };
+  const vggTrainSize = flags.vgg16TrainSize ?? (quick ? 32 : VGG16_TRAIN_SIZE);
+  const batch = (fallback: number) => flags.batch ?? (quick ? 4 : fallback);
+  const plans: SpeedPlan[] = [
+    { config: mobilenet, kind: 'forward', batch: batch(DEFAULT_BATCH.forward) },
+    {
+      config: mobilenet,
+      kind: 'train',
+      batch: batch(DEFAULT_BATCH.train.mobilenetv2),
+      ...(!quick && flags.batch === undefined ? { note: `batch ${DEFAULT_BATCH.train.mobilenetv2}: 32 exhausts WebAssembly's 4 GiB memory` } : {}),
+    },
+    { config: { backbone: 'vgg16', imageSize: size }, kind: 'forward', batch: batch(DEFAULT_BATCH.forward) },
+    {
+      config: { backbone: 'vgg16', imageSize: vggTrainSize },
+      kind: 'train',
+      batch: batch(DEFAULT_BATCH.train.vgg16),
+      ...(vggTrainSize !== size ? { note: `${vggTrainSize} px, not ${size}: a 224 px step takes minutes on a CPU (--vgg16-train-size)` } : {}),
+    },
+  ];
+  return plans;
+}
+
+const QUICK_RECIPE = 'image-size=64,epochs=2,fine-tune-epochs=1';
+
+function accuracyPlan(flags: Flags, quick: boolean): AccuracyPlan {
+  const texts = flags.recipe.length > 0 ? flags.recipe : [''];
+  return {
+    data: flags.accuracyData ?? (quick ? 'shapes' : 'hymenoptera'),
+    alphas: flags.alphas ?? [0.35],
+    seeds: flags.seeds ?? (quick ? [1, 2] : [1, 2, 3]),
+    // Quick: small images and few epochs first, so a recipe given still wins.
+    recipes: texts.map((t) => parseRecipe(quick ? `${QUICK_RECIPE},${t}` : t)),
+    ...(flags.keepRuns ? { keepRuns: path.resolve(flags.keepRuns) } : {}),
+  };
 }
 
 function workload(flags: Flags, quick: boolean, sharedDir: string): Workload {
-  const models: ModelConfig[] = quick
-    ? [
-        { backbone: 'mobilenetv2', alpha: 0.35, imageSize: 32 },
-        { backbone: 'vgg16', imageSize: 32 },
-      ]
-    : [
-        { backbone: 'mobilenetv2', alpha: 1, imageSize: 224 },
-        { backbone: 'vgg16', imageSize: 224 },
-      ];
   return {
-    models,
-    batch: flags.batch ?? (quick ? 4 : 32),
+    speed: speedPlans(flags, quick),
     budget: {
       warmupSteps: 1,
       minSeconds: flags.minSeconds ?? (quick ? 0 : 10),
@@ -129,6 +243,7 @@ function workload(flags: Flags, quick: boolean, sharedDir: string): Workload {
       weights: flags.stagedWeights,
       warmup: true,
     },
+    accuracy: accuracyPlan(flags, quick),
   };
 }
 
@@ -140,37 +255,36 @@ function cpuWorkload(flags: Flags, sharedDir: string): Workload {
   const w = workload(flags, true, sharedDir);
   return {
     ...w,
-    skipTrain: { backbone: 'vgg16', why: 'plain-JavaScript VGG16 training takes minutes per step even at 32 px' },
+    speed: w.speed.filter((p) => !(p.kind === 'train' && p.config.backbone === 'vgg16')),
     staged: { ...w.staged, imageSize: flags.stagedSize ?? 32 },
+    accuracy: { ...w.accuracy, recipes: w.accuracy.recipes.map((r) => parseRecipe(`${r.label === 'defaults' ? '' : r.label},image-size=32`)) },
   };
 }
 
 const log = (line: string) => console.error(line);
 
 /** One forward or training measurement, halving the batch while it runs out of memory. */
-async function speed(backend: BackendName, config: ModelConfig, kind: SpeedKind, w: Workload, report: BackendReport): Promise<SpeedResult> {
+async function speed(backend: BackendName, plan: SpeedPlan, w: Workload, timeLimit: number, report: BackendReport): Promise<SpeedResult> {
+  const { config, kind } = plan;
   const result: SpeedResult = {
     measurement: kind,
     model: modelLabel(config),
     backbone: config.backbone,
     ...(config.backbone === 'mobilenetv2' ? { alpha: config.alpha ?? 1 } : {}),
     imageSize: config.imageSize,
-    batch: w.batch,
-    requestedBatch: w.batch,
+    batch: plan.batch,
+    requestedBatch: plan.batch,
     weights: 'random',
     what: stepDescription(kind),
-    notes: [],
+    timeLimitSeconds: timeLimit,
+    notes: plan.note ? [plan.note] : [],
   };
-  for (let batch = w.batch; ; batch = Math.floor(batch / 2)) {
+  for (let batch = plan.batch; ; batch = Math.floor(batch / 2)) {
     result.batch = batch;
-    const out = await runJob<{ timing: SpeedResult['timing']; imagesPerSecond: number }>({
-      kind: 'speed',
-      backend,
-      config,
-      measurement: kind,
-      batch,
-      budget: w.budget,
-    });
+    const out = await runJob<{ timing: SpeedResult['timing']; imagesPerSecond: number }>(
+      { kind: 'speed', backend, config, measurement: kind, batch, budget: w.budget },
+      timeLimit,
+    );
     if (out.engine) {
       report.detail ??= out.engine.detail;
       report.probes ??= out.engine.probes;
@@ -190,6 +304,80 @@ async function speed(backend: BackendName, config: ModelConfig, kind: SpeedKind,
   }
 }
 
+/** Every (alpha, recipe) configuration over its seeds, one fineTune run per process. */
+async function accuracy(backend: BackendName, plan: AccuracyPlan, sharedDir: string, timeLimit: number, report: BackendReport): Promise<AccuracyConfig[]> {
+  const dataset = resolveStagedData(plan.data, sharedDir, repoRoot);
+  const configs: AccuracyConfig[] = [];
+  for (const alpha of plan.alphas) {
+    for (const recipe of plan.recipes) {
+      const weights = recipe.options.weights ?? sharedWeightsFor(alpha, sharedDir) ?? (plan.data === 'shapes' ? 'none' : 'imagenet');
+      const options = resolvedRecipe(dataset.root, alpha, weights, recipe);
+      const config: AccuracyConfig = {
+        model: `MobileNetV2 α=${alpha} ${String(options.imageSize)} px`,
+        alpha,
+        dataset,
+        weights,
+        recipe,
+        options,
+        seeds: plan.seeds,
+        runs: [],
+        failures: [],
+      };
+      for (const seed of plan.seeds) {
+        log(`  [${backend}] accuracy: ${config.model}, ${dataset.name}, ${recipe.label}, seed ${seed}…`);
+        const out = await runJob<AccuracyRun>(
+          {
+            kind: 'accuracy',
+            backend,
+            run: {
+              dataRoot: dataset.root,
+              alpha,
+              seed,
+              weights,
+              recipe,
+              ...(plan.keepRuns ? { out: path.join(plan.keepRuns, runFolderName(backend, alpha, recipe, seed)) } : {}),
+            },
+          },
+          timeLimit,
+        );
+        if (out.engine) {
+          report.detail ??= out.engine.detail;
+          report.probes ??= out.engine.probes;
+        }
+        if (out.result) {
+          config.runs.push(out.result);
+          log(`  [${backend}]   val accuracy ${out.result.valAccuracy} (${out.result.correct}/${out.result.valImages}), loss ${out.result.valLoss}, ${out.result.seconds} s`);
+        } else {
+          config.failures.push({ seed, error: out.error ?? 'no result' });
+        }
+      }
+      configs.push(summariseConfig(config));
+    }
+  }
+  return configs;
+}
+
+/** fineTune's own check of every alpha × recipe, before anything runs (a bad value should not wait for the other measurements). */
+function accuracyUsageProblem(plan: AccuracyPlan, sharedDir: string): string | undefined {
+  const dataset = resolveStagedData(plan.data, sharedDir, repoRoot);
+  if (!existsSync(dataset.root)) return `--accuracy-data ${plan.data}: ${dataset.root} does not exist`;
+  for (const alpha of plan.alphas) {
+    for (const recipe of plan.recipes) {
+      try {
+        resolvedRecipe(dataset.root, alpha, 'none', recipe);
+      } catch (e) {
+        return `--alphas ${alpha} --recipe ${recipe.label}: ${(e as Error).message}`;
+      }
+    }
+  }
+  return undefined;
+}
+
+function runFolderName(backend: string, alpha: number, recipe: Recipe, seed: number): string {
+  const recipePart = recipe.label.replace(/[^A-Za-z0-9.=-]+/g, '_');
+  return `${backend}-a${alpha}-${recipePart}-seed${seed}`;
+}
+
 function defaultOut(host: string, backends: string[], started: Date): string {
   const stamp = started.toISOString().slice(0, 19).replace(/:/g, '-');
   const safeHost = host.replace(/[^A-Za-z0-9._-]/g, '_');
@@ -200,7 +388,16 @@ export async function main(argv: string[]): Promise<number> {
   const started = new Date();
   const flags = parseFlags(argv);
   const only = new Set(flags.only as Measurement[]);
+  const timeLimit = (kind: keyof typeof TIME_LIMIT) => flags.timeLimit ?? TIME_LIMIT[kind];
   const sharedDir = path.resolve(repoRoot, '../shared');
+  const standard = workload(flags, flags.quick, sharedDir);
+  if (only.has('accuracy')) {
+    const problem = accuracyUsageProblem(standard.accuracy, sharedDir);
+    if (problem) {
+      console.error(`error: ${problem}`);
+      return 2;
+    }
+  }
 
   const probes = await probeBackends();
   const backends: BackendName[] = flags.backends
@@ -208,7 +405,6 @@ export async function main(argv: string[]): Promise<number> {
     : probes.filter((p) => p.available && p.name !== 'cpu').map((p) => p.name);
   log(`backends: ${backends.join(', ')}  (${probes.map((p) => `${p.name}: ${p.available ? 'yes' : 'no'} — ${p.detail}`).join('; ')})`);
 
-  const standard = workload(flags, flags.quick, sharedDir);
   const report: BenchReport = {
     format: 'finetune-bench/1',
     created: started.toISOString(),
@@ -219,10 +415,11 @@ export async function main(argv: string[]): Promise<number> {
     probes,
     settings: {
       only: [...only],
-      models: standard.models.map(modelLabel),
-      batch: standard.batch,
+      speed: standard.speed.map((p) => ({ model: modelLabel(p.config), measurement: p.kind, imageSize: p.config.imageSize, batch: p.batch, note: p.note })),
       budget: standard.budget,
+      timeLimitSeconds: { speed: timeLimit('speed'), staged: timeLimit('staged'), accuracy: timeLimit('accuracy') },
       staged: { ...standard.staged, sharedDir: undefined, repoRoot: undefined },
+      ...(only.has('accuracy') ? { accuracy: standard.accuracy } : {}),
     },
     backends: [],
     seconds: 0,
@@ -254,18 +451,11 @@ export async function main(argv: string[]): Promise<number> {
             `the staged fine-tune at ${w.staged.imageSize} px, and no VGG16 training step`,
         );
       }
-      for (const config of w.models) {
-        for (const kind of ['forward', 'train'] as const) {
-          if (!only.has(kind)) continue;
-          if (kind === 'train' && w.skipTrain?.backbone === config.backbone) {
-            log(`  [${backend}] skipping the ${modelLabel(config)} training step: ${w.skipTrain.why}`);
-            continue;
-          }
-          b[kind].push(await speed(backend, config, kind, w, b));
-        }
+      for (const plan of w.speed) {
+        if (only.has(plan.kind)) b[plan.kind].push(await speed(backend, plan, w, timeLimit('speed'), b));
       }
       if (only.has('staged')) {
-        const out = await runJob<StagedResult>({ kind: 'staged', backend, options: w.staged });
+        const out = await runJob<StagedResult>({ kind: 'staged', backend, options: w.staged }, timeLimit('staged'));
         if (out.engine) {
           b.detail ??= out.engine.detail;
           b.probes ??= out.engine.probes;
@@ -273,6 +463,7 @@ export async function main(argv: string[]): Promise<number> {
         if (out.result) b.staged = out.result;
         else b.stagedError = out.error ?? 'no result';
       }
+      if (only.has('accuracy')) b.accuracy = await accuracy(backend, w.accuracy, sharedDir, timeLimit('accuracy'), b);
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
@@ -291,9 +482,15 @@ export async function main(argv: string[]): Promise<number> {
   for (const b of report.backends) console.log(`${b.name}: ${b.detail ?? 'not started'}${b.notes.length ? ` — ${b.notes.join('; ')}` : ''}`);
   console.log(`\n${formatTable(tableRows(report))}\n`);
   console.log(`written: ${path.relative(process.cwd(), out) || out} (${report.seconds} s in all)`);
+  if (!only.has('accuracy')) {
+    console.log('accuracy (not in the default run; minutes per configuration): npm run bench -- --only accuracy [--alphas 0.35,1] [--seeds 1,2,3] [--recipe augment-copies=4]');
+  }
 
   const failed =
-    report.backends.some((b) => b.stagedError || [...b.forward, ...b.train].some((r) => r.error)) || (report.backends.length === 0 && !report.decode);
+    report.backends.some(
+      (b) => b.stagedError || [...b.forward, ...b.train].some((r) => r.error) || (b.accuracy ?? []).some((c) => c.failures.length > 0),
+    ) ||
+    (report.backends.length === 0 && !report.decode);
   return failed ? 1 : 0;
 }
 
