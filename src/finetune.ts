@@ -12,6 +12,7 @@ import { loadImageData, type ImageData } from './data/image-data.js';
 import { storeImages } from './data/pixel-store.js';
 import { discoverLayout } from './data/layout.js';
 import type { AugmentLevel, ResizeMode } from './data/types.js';
+import { DEFAULTS } from './defaults.js';
 import { initEngine, type BackendRequest, type EngineInfo } from './engine/backend.js';
 import { FinetuneError, InterruptedError, UsageError } from './errors.js';
 import { isEmptyOrMissing } from './io/atomic.js';
@@ -28,8 +29,10 @@ import { silentReporter, type Reporter } from './reporter.js';
 import { topLossItems, writeRunReport } from './report/index.js';
 import { balancedClassWeights, EarlyStopping, HistoryLogger, ModelCheckpoint, ReduceLROnPlateau } from './train/callbacks.js';
 import { attachHead } from './train/head.js';
-import { CheckpointSaver, loadCheckpoint, type LoadedCheckpoint } from './train/checkpoint.js';
-import { Learner, type Callback, type EpochLogs, type ResumePoint, type UnfreezeSpec } from './train/learner.js';
+import { loadCheckpoint, type LoadedCheckpoint } from './train/checkpoint.js';
+import { unfreezeLayers } from './train/trainable.js';
+import { Trainer } from './train/trainer.js';
+import type { Callback, EpochLogs, UnfreezeSpec } from './train/types.js';
 import { classificationMetrics, type ClassificationMetrics } from './train/metrics.js';
 
 /** Everything `finetune <data>` can be told; every field but `data` has a default. */
@@ -90,10 +93,15 @@ export interface FineTuneOptions {
   reporter?: Reporter;
   /** Extra callbacks for the training loop. */
   callbacks?: Callback[];
+  /**
+   * Test hook: training batches of more images than this fail as if out of memory (the Trainer then
+   * halves the batch). Also read from FINETUNE_TEST_FAIL_BATCHES_ABOVE, for tests of the CLI.
+   */
+  failBatchesAbove?: number;
 }
 
 /** The options after defaults, as recorded in finetune.json. */
-export type ResolvedOptions = Required<Omit<FineTuneOptions, 'reporter' | 'callbacks' | 'unfreezeFrom' | 'resume' | 'signal'>> & {
+export type ResolvedOptions = Required<Omit<FineTuneOptions, 'reporter' | 'callbacks' | 'unfreezeFrom' | 'resume' | 'signal' | 'failBatchesAbove'>> & {
   unfreezeFrom?: string;
 };
 
@@ -112,29 +120,7 @@ export interface FineTuneResult {
   seconds: number;
 }
 
-export const DEFAULTS = {
-  out: './finetune-out',
-  overwrite: false,
-  backbone: 'mobilenetv2',
-  weights: 'imagenet',
-  valSplit: 0.2,
-  resize: 'stretch',
-  preprocess: 'backbone',
-  augment: 'light',
-  augmentCopies: 0,
-  epochs: 10,
-  lr: 1e-3,
-  batchSize: 32,
-  dropout: 0.2,
-  unfreeze: 2,
-  fineTuneEpochs: 5,
-  trainBatchNorm: false,
-  patience: 5,
-  cacheMb: 4096,
-  classWeight: 'auto',
-  seed: 42,
-  backend: 'auto',
-} as const;
+export { DEFAULTS };
 
 /**
  * The whole job in one call: find and decode the images, build the backbone with its pretrained
@@ -165,12 +151,18 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   // From random weights every BN layer trains, and a few hundred steps must be enough for its
   // moving averages to settle: Keras's 0.999 would leave them near their initial values.
   const backbone = spec.build({ alpha: opts.alpha, imageSize: opts.imageSize, batchNormMomentum: fromScratch ? 0.9 : undefined });
+  const blocks = spec.blocks({ alpha: opts.alpha, imageSize: opts.imageSize });
+  const stage2: UnfreezeSpec | undefined =
+    opts.fineTuneEpochs > 0 && !fromScratch ? (opts.unfreezeFrom !== undefined ? { fromLayer: opts.unfreezeFrom } : { blocks: opts.unfreeze }) : undefined;
+  if (stage2) unfreezeLayers(backbone, blocks, stage2); // a split that cannot work fails now, not after stage 1
   const weightsSource = await loadWeights(backbone, spec, opts, reporter);
   const decodeTask = reporter.task('decoding', layout.train.length + layout.valid.length + layout.test.length, 'images');
   const data = await loadImageData(layout, {
     size: opts.imageSize,
     resize: opts.resize,
-    cacheBytes: opts.cacheMb * 1024 ** 2,
+    // One budget for every cache (--cache-mb): the frozen activations the stages will keep come
+    // first, as they save the most time; decoded images get the rest and spill to a file past it.
+    cacheBytes: Math.max(0, opts.cacheMb * 1024 ** 2 - plannedActivationBytes(backbone, stage2 && unfreezeLayers(backbone, blocks, stage2), layout, opts)),
     onProgress: (done) => decodeTask.update(done),
   });
   if (data.spilled > 0) {
@@ -197,8 +189,6 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   if (data.skipped.length > 5) reporter.warn(`… and ${data.skipped.length - 5} more skipped files (see skipped.csv)`);
 
   const model = attachHead(backbone, { numClasses: data.classes.length, dropout: opts.dropout, seed: opts.seed });
-  checkpoint?.restoreModel(model);
-
   const preprocessing: Preprocessing =
     opts.preprocess === 'dataset-mean' ? withDatasetMean(spec.preprocessing, channelMean(storeImages(data.train.images))) : spec.preprocessing;
   const classWeights = opts.classWeight === 'auto' ? balancedClassWeights(data.train.labels, data.classes.length) : undefined;
@@ -208,7 +198,6 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const hasValid = data.valid.images.length > 0;
   const monitor = hasValid ? 'valLoss' : 'loss';
   const earlyStopping = new EarlyStopping({ patience: opts.patience, monitor });
-  const checkpointSaver = new CheckpointSaver(files(RUN_FILES.checkpoint), { options: runIdentity(opts), fingerprint }, earlyStopping);
   const callbacks: Callback[] = [
     earlyStopping,
     new ReduceLROnPlateau({ patience: Math.max(1, Math.ceil(opts.patience / 2)), monitor }),
@@ -219,9 +208,8 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     new HistoryLogger((history) => writeHistoryCsv(files(RUN_FILES.history), history)),
     progressCallback(reporter),
     ...(options.callbacks ?? []),
-    checkpointSaver, // last: it records the others' state
   ];
-  const learner = new Learner(model, spec.blocks({ alpha: opts.alpha, imageSize: opts.imageSize }), data, preprocessing, {
+  const trainer = new Trainer(model, blocks, data, preprocessing, {
     batchSize: opts.batchSize,
     augment: opts.augment,
     augmentCopies: opts.augmentCopies,
@@ -231,66 +219,46 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     // Random weights carry no features worth freezing: train every layer, BatchNorm included.
     trainBatchNorm: opts.trainBatchNorm || fromScratch,
     dropout: opts.dropout,
+    // One budget for every cache: what the decoded images hold in memory is not left for activations.
+    cacheBytes: Math.max(0, opts.cacheMb * 1024 ** 2 - data.memoryBytes),
     callbacks,
+    checkpoint: { dir: files(RUN_FILES.checkpoint), run: { options: runIdentity(opts), fingerprint } },
+    failBatchesAbove: options.failBatchesAbove ?? envNumber('FINETUNE_TEST_FAIL_BATCHES_ABOVE'),
   });
-
-  const stageSeconds: number[] = [];
-  const resumed = checkpoint?.state;
-  if (checkpoint && resumed) {
-    learner.history.push(...resumed.history);
-    for (const cb of callbacks) if (cb.name && cb.setState && cb.name in resumed.callbacks) cb.setState(resumed.callbacks[cb.name]);
-    const best = checkpoint.bestWeights(model);
-    if (best) earlyStopping.setBestWeights(model, best);
-    tf.dispose(best);
-    checkpointSaver.last = { stage: resumed.stage, epoch: resumed.epoch, stageComplete: resumed.stageComplete };
-    reporter.info(`resuming after stage ${resumed.stage}, epoch ${resumed.epoch}${resumed.stageComplete ? ' (stage complete)' : ''}`);
+  if (checkpoint) {
+    trainer.resumeFrom(checkpoint);
+    const { stage, epoch, stageComplete } = checkpoint.state;
+    reporter.info(`resuming after stage ${stage}, epoch ${epoch}${stageComplete ? ' (stage complete)' : ''}`);
   }
-  /** Where a stage starts: undefined = from its beginning; 'done' = it already ran. */
-  const resumeAt = (stage: number): ResumePoint | 'done' | undefined => {
-    if (!checkpoint || !resumed || resumed.stage < stage) return undefined;
-    if (resumed.stage > stage || resumed.stageComplete) return 'done';
-    return { epoch: resumed.epoch, optimizerWeights: checkpoint.optimizerWeights(), callbacks: resumed.callbacks };
-  };
-  const runStage = async (stage: number, epochs: number, lr: number) => {
-    const at = resumeAt(stage);
-    if (at === 'done') return;
-    const t = performance.now();
-    try {
-      await learner.fit(epochs, at ? resumed!.lr : lr, stage, { resume: at, signal: options.signal });
-    } finally {
-      if (at) tf.dispose(at.optimizerWeights.map((w) => w.tensor));
-    }
-    stageSeconds.push((performance.now() - t) / 1000);
-  };
+
   try {
     if (fromScratch) {
-      learner.unfreeze({ blocks: Number.MAX_SAFE_INTEGER });
+      trainer.unfreeze({ blocks: Number.MAX_SAFE_INTEGER });
       reporter.info(`training every layer of ${spec.name} from random weights for up to ${opts.epochs} epochs (lr ${opts.lr}); no stage 2`);
     } else {
       reporter.info(`stage 1: training the head on the frozen ${spec.name} for up to ${opts.epochs} epochs (lr ${opts.lr})`);
     }
-    const stage2: UnfreezeSpec = opts.unfreezeFrom !== undefined ? { fromLayer: opts.unfreezeFrom } : { blocks: opts.unfreeze };
     // Stage 1 caches what lies below stage 2's layers, so unfreezing needn't run the backbone again.
-    if (opts.fineTuneEpochs > 0 && !fromScratch) learner.retainActivationsFor(stage2);
-    await runStage(1, opts.epochs, opts.lr);
+    if (stage2) trainer.retainActivationsFor(stage2);
+    await trainer.fit(opts.epochs, opts.lr, 1, { signal: options.signal });
 
-    if (opts.fineTuneEpochs > 0 && !fromScratch) {
-      const unfrozen = learner.unfreeze(stage2);
+    if (stage2) {
+      const unfrozen = trainer.unfreeze(stage2);
       reporter.info(
         `stage 2: fine-tuning ${unfrozen.length} backbone layers (${unfrozen[0]} … ${unfrozen.at(-1)}) ` +
           `for up to ${opts.fineTuneEpochs} epochs (lr ${opts.fineTuneLr})`,
       );
-      await runStage(2, opts.fineTuneEpochs, opts.fineTuneLr);
+      await trainer.fit(opts.fineTuneEpochs, opts.fineTuneLr, 2, { signal: options.signal });
     }
 
     // The model now holds the best epoch's weights (EarlyStopping restores them at each stage end).
     let metrics: ClassificationMetrics | undefined;
     let validProbabilities: Float32Array | undefined;
     if (hasValid) {
-      validProbabilities = await learner.predictProbabilities(data.valid);
+      validProbabilities = await trainer.predictProbabilities(data.valid);
       metrics = classificationMetrics(validProbabilities, data.valid.labels, data.classes);
     }
-    const predictions = await predictTest(learner, data, dataRoot, reporter);
+    const predictions = await predictTest(trainer, data, dataRoot, reporter);
     const best = earlyStopping.bestEpoch;
     const finalConfig = {
       ...config,
@@ -298,20 +266,20 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         bestEpoch: best ?? null,
         valAccuracy: metrics?.accuracy ?? null,
         valLoss: metrics?.loss ?? null,
-        stageSeconds,
+        stageSeconds: trainer.stageSeconds,
         seconds: (performance.now() - started) / 1000,
       },
     };
     await saveModelDir(model, files(RUN_FILES.model));
     await writeJson(files(RUN_FILES.config), finalConfig);
-    await writeHistoryCsv(files(RUN_FILES.history), learner.history);
+    await writeHistoryCsv(files(RUN_FILES.history), trainer.history);
     if (metrics) await writeJson(files(RUN_FILES.metrics), { classes: data.classes, ...metrics });
     await writeSkippedCsv(files(RUN_FILES.skipped), data.skipped, dataRoot);
     // The pictures are a view of the run, not the run: one that cannot be drawn (e.g. a
     // confusion matrix of thousands of classes is too large for the SVG renderer) must not fail it.
     const reportFiles = await writeRunReport(out, {
       config: finalConfig,
-      history: learner.history,
+      history: trainer.history,
       ...(metrics ? { metrics: { ...metrics, classes: data.classes } } : {}),
       skipped: data.skipped,
       ...(validProbabilities
@@ -347,7 +315,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       ],
       classes: data.classes,
       engine,
-      history: learner.history,
+      history: trainer.history,
       metrics,
       predictions,
       skipped: data.skipped.length,
@@ -355,7 +323,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     };
   } catch (error) {
     if (error instanceof InterruptedError) {
-      const last = checkpointSaver.last;
+      const last = trainer.lastCheckpoint;
       throw new InterruptedError(
         `${error.message} ` +
           (last
@@ -367,7 +335,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   } finally {
     data.dispose();
     earlyStopping.disposeWeights();
-    learner.dispose();
+    trainer.dispose();
     model.dispose();
   }
 }
@@ -496,7 +464,7 @@ function progressCallback(reporter: Reporter): Callback {
   const fmt = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(4));
   return {
     onEpochBegin(ctx) {
-      const batches = Math.ceil(ctx.learner.data.train.images.length / ctx.learner.options.batchSize);
+      const batches = Math.ceil(ctx.trainer.data.train.images.length / ctx.trainer.batchSize);
       task = reporter.task(`stage ${ctx.stage} epoch ${ctx.epoch}/${ctx.epochs}`, batches, 'batches');
     },
     onBatchEnd(_ctx, logs) {
@@ -514,11 +482,11 @@ function progressCallback(reporter: Reporter): Callback {
   };
 }
 
-async function predictTest(learner: Learner, data: ImageData, dataRoot: string, reporter: Reporter): Promise<FineTuneResult['predictions']> {
+async function predictTest(trainer: Trainer, data: ImageData, dataRoot: string, reporter: Reporter): Promise<FineTuneResult['predictions']> {
   if (data.test.images.length === 0) return [];
   const task = reporter.task('predicting test images', data.test.images.length, 'images');
   const k = data.classes.length;
-  const probabilities = await learner.predictProbabilities(data.test);
+  const probabilities = await trainer.predictProbabilities(data.test);
   task.finish(`predicted ${data.test.images.length} test images`);
   return data.test.paths.map((file, i) => {
     const row = Array.from(probabilities.subarray(i * k, (i + 1) * k));
@@ -529,6 +497,32 @@ async function predictTest(learner: Learner, data: ImageData, dataRoot: string, 
 }
 
 const require = createRequire(import.meta.url);
+
+function envNumber(name: string): number | undefined {
+  const value = process.env[name];
+  return value === undefined || value === '' ? undefined : Number(value);
+}
+
+/**
+ * What the activation cache will hold at most: for every image it caches (training images when
+ * their frozen outputs don't change or come in `--augment-copies` copies, and validation images),
+ * the output of the layer below stage 2's and the pooled features of stage 1.
+ */
+function plannedActivationBytes(
+  backbone: tf.LayersModel,
+  stage2Layers: string[] | undefined,
+  layout: { train: unknown[]; valid: unknown[] },
+  opts: ResolvedOptions,
+): number {
+  const floats = (layer: tf.layers.Layer) => (layer.outputShape as number[]).slice(1).reduce((a, b) => a * b, 1);
+  let perImage = (backbone.layers.at(-1)!.outputShape as number[]).at(-1)!; // stage 1's pooled features
+  if (stage2Layers && stage2Layers.length > 0) {
+    const lowest = backbone.layers.findIndex((l) => l.name === stage2Layers[0]);
+    perImage += floats(backbone.layers[Math.max(0, lowest - 1)]!);
+  }
+  const trainCopies = opts.augment === 'none' ? 1 : opts.augmentCopies;
+  return 4 * perImage * (layout.train.length * trainCopies + layout.valid.length);
+}
 
 /** An allocation failure becomes advice: the batch (and the image size) decide the memory a step needs. */
 function explainOutOfMemory(error: unknown, opts: ResolvedOptions): unknown {

@@ -13,6 +13,8 @@ export interface ImageData {
   skipped: SkippedFile[];
   /** How many images went to the spill file because the memory budget was full. */
   spilled: number;
+  /** Bytes of decoded images held in memory (the rest are in the spill file). */
+  memoryBytes: number;
   /** Deletes the spill file, if any. */
   dispose(): void;
 }
@@ -81,6 +83,7 @@ export async function loadImageData(layout: DatasetLayout, options: LoadImageDat
     test: sets[2]!,
     skipped,
     spilled: stores.reduce((n, s) => n + s.spilledCount, 0),
+    memoryBytes: stores.reduce((n, s) => n + (s.length - s.spilledCount) * bytesPerImage, 0),
     dispose: () => stores.forEach((s) => s.close()),
   };
 }

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { stableWeights } from './checkpoint.js';
-import type { Callback, EpochLogs, TrainingContext } from './learner.js';
+import type { Callback, EpochLogs, TrainingContext } from './types.js';
 
 type Monitor = 'valLoss' | 'loss';
 
@@ -29,8 +29,8 @@ export class EarlyStopping implements Callback {
     this.wait = 0;
     // Variables that start training now still hold the values they had at the best epoch so far.
     if (this.bestWeights) {
-      for (const variable of ctx.learner.mutableVariables()) {
-        if (!this.bestWeights.has(variable)) this.bestWeights.set(variable, ctx.learner.snapshot([variable]).get(variable)!);
+      for (const variable of ctx.trainer.mutableVariables()) {
+        if (!this.bestWeights.has(variable)) this.bestWeights.set(variable, ctx.trainer.snapshot([variable]).get(variable)!);
       }
     }
   }
@@ -43,7 +43,7 @@ export class EarlyStopping implements Callback {
       this.wait = 0;
       if (this.options.restoreBestWeights ?? true) {
         this.disposeWeights();
-        this.bestWeights = ctx.learner.snapshot();
+        this.bestWeights = ctx.trainer.snapshot();
       }
     } else {
       this.wait += 1;
@@ -52,7 +52,7 @@ export class EarlyStopping implements Callback {
   }
 
   onStageEnd(ctx: TrainingContext): void {
-    if (this.bestWeights) ctx.learner.restore(this.bestWeights);
+    if (this.bestWeights) ctx.trainer.restore(this.bestWeights);
   }
 
   getState(): { best: number | null; bestEpoch: { stage: number; epoch: number } | null; wait: number } {
@@ -71,13 +71,13 @@ export class EarlyStopping implements Callback {
    * The best epoch's value of every weight of `model`, in `stableWeights` order (weights that never
    * trained since then are their current values), for checkpoints; undefined before the first epoch.
    */
-  bestWeightValues(model: tf.LayersModel): tf.Tensor[] | undefined {
+  checkpointWeights(model: tf.LayersModel): tf.Tensor[] | undefined {
     if (!this.bestWeights) return undefined;
     return stableWeights(model).map((w) => this.bestWeights!.get(w.read() as tf.Variable) ?? w.read());
   }
 
   /** Takes `values` (in `stableWeights(model)` order) as the best weights, e.g. from a checkpoint; keeps copies. */
-  setBestWeights(model: tf.LayersModel, values: tf.Tensor[]): void {
+  restoreCheckpointWeights(model: tf.LayersModel, values: tf.Tensor[]): void {
     this.disposeWeights();
     this.bestWeights = new Map(stableWeights(model).map((w, i) => [w.read() as tf.Variable, tf.keep(values[i]!.clone())]));
   }
@@ -111,8 +111,8 @@ export class ReduceLROnPlateau implements Callback {
     }
     this.wait += 1;
     if (this.wait >= this.options.patience) {
-      const lr = ctx.learner.learningRate;
-      ctx.learner.learningRate = Math.max(this.options.minLr ?? 1e-7, lr * (this.options.factor ?? 0.2));
+      const lr = ctx.trainer.learningRate;
+      ctx.trainer.learningRate = Math.max(this.options.minLr ?? 1e-7, lr * (this.options.factor ?? 0.2));
       this.wait = 0;
     }
   }
@@ -160,7 +160,7 @@ export class HistoryLogger implements Callback {
   constructor(readonly write: (history: EpochLogs[]) => Promise<void>) {}
 
   async onEpochEnd(ctx: TrainingContext): Promise<void> {
-    await this.write(ctx.learner.history);
+    await this.write(ctx.trainer.history);
   }
 }
 

@@ -4,8 +4,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { FinetuneError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import type { EarlyStopping } from './callbacks.js';
-import type { Callback, EpochLogs, NamedTensor, TrainingContext } from './learner.js';
+import type { EpochLogs, NamedTensor } from './types.js';
 
 /** Everything besides tensors that a resumed run needs to carry on exactly where it stopped. */
 export interface CheckpointState {
@@ -145,49 +144,4 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint | un
       return slots.specs.map((spec) => ({ name: spec.name, tensor: decoded[spec.name]! }));
     },
   };
-}
-
-/**
- * Saves a checkpoint at the end of every epoch and of every stage, so an interrupted run loses at
- * most the epoch in flight. Put it last among the callbacks: it records their state after them.
- */
-export class CheckpointSaver implements Callback {
-  /** Where the last checkpoint stands, if one was written in this process or resumed from. */
-  last: { stage: number; epoch: number; stageComplete: boolean } | undefined;
-
-  constructor(
-    readonly dir: string,
-    /** The resolved options and data fingerprint of the run, checked on resume. */
-    readonly run: Record<string, unknown>,
-    readonly earlyStopping?: EarlyStopping,
-  ) {}
-
-  async onEpochEnd(ctx: TrainingContext): Promise<void> {
-    await this.save(ctx, false);
-  }
-
-  async onStageEnd(ctx: TrainingContext): Promise<void> {
-    await this.save(ctx, true);
-  }
-
-  private async save(ctx: TrainingContext, stageComplete: boolean): Promise<void> {
-    const { learner } = ctx;
-    const optimizer = learner.currentOptimizer;
-    if (!optimizer || ctx.epoch === 0) return;
-    const callbacks = Object.fromEntries(
-      learner.callbacks.filter((cb) => cb.name && cb.getState).map((cb) => [cb.name!, cb.getState!()]),
-    );
-    const state: CheckpointState = {
-      format: 'finetune-checkpoint/1',
-      stage: ctx.stage,
-      epoch: ctx.epoch,
-      stageComplete,
-      lr: learner.learningRate,
-      history: learner.history,
-      callbacks,
-      run: this.run,
-    };
-    await saveCheckpoint(this.dir, learner.model, optimizer, state, this.earlyStopping?.bestWeightValues(learner.model));
-    this.last = { stage: ctx.stage, epoch: ctx.epoch, stageComplete };
-  }
 }

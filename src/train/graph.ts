@@ -94,6 +94,22 @@ export class SplitModel {
   }
 }
 
+/**
+ * For each layer index b, whether the model can be split after layer b (see SplitModel): no layer
+ * above b reads a layer below it, so layer b's output is all the top needs. O(layers).
+ */
+export function splittableAfter(model: tf.LayersModel): boolean[] {
+  const index = new Map(model.layers.map((l, i) => [l.name, i]));
+  const lowestInput = model.layers.map((layer, i) => Math.min(i, ...inboundNames(layer).map((name) => index.get(name) ?? i)));
+  const ok = new Array<boolean>(model.layers.length).fill(true);
+  let lowestAbove = Infinity;
+  for (let b = model.layers.length - 1; b >= 0; b--) {
+    ok[b] = lowestAbove >= b;
+    lowestAbove = Math.min(lowestAbove, lowestInput[b]!);
+  }
+  return ok;
+}
+
 type OwnOp = 'conv' | 'batchNorm' | 'relu6' | undefined;
 
 function ownOpOf(layer: Layer): OwnOp {

@@ -9,7 +9,7 @@
  * to float rounding; the bias corrections are computed on the host from the step count.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { NamedTensor } from './learner.js';
+import type { NamedTensor } from './types.js';
 
 export interface AdamOptions {
   beta1?: number;
