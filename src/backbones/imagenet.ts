@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs, createReadStream } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Agent, fetch, ProxyAgent, type Dispatcher } from 'undici';
 import { FinetuneError } from '../errors.js';
 import type { ImagenetWeightsFile } from './types.js';
 
@@ -17,9 +18,12 @@ export interface ResolveImagenetOptions {
   /** Default true; false only looks in the two folders. */
   allowDownload?: boolean;
   onProgress?: (received: number, total: number | undefined) => void;
-  /** For tests; default the global fetch. */
-  fetchImpl?: typeof fetch;
+  /** A download that receives nothing for this long (connecting, waiting, reading) fails. Default 30 s. */
+  stallTimeoutMs?: number;
 }
+
+/** How long a download may receive nothing before it fails. */
+export const DOWNLOAD_STALL_TIMEOUT_MS = 30_000;
 
 /** `<home>/weights`, where finetune keeps downloaded weights. */
 export function weightsCacheDir(home?: string): string {
@@ -73,27 +77,149 @@ export async function resolveImagenetWeights(file: ImagenetWeightsFile, options:
     throw new FinetuneError(`the ImageNet weights ${file.fileName} are not in ${cacheDir} or ${kerasDir}, and downloading is off. ${byHand}`);
   }
 
+  const route = downloadRoute(new URL(file.url));
   await fs.mkdir(cacheDir, { recursive: true });
   const target = path.join(cacheDir, file.fileName);
   const tmp = path.join(cacheDir, `.${file.fileName}.${process.pid}-${randomBytes(4).toString('hex')}.part`);
   try {
-    await download(file, tmp, options);
+    await download(file, tmp, route, options);
   } catch (e) {
     await fs.rm(tmp, { force: true });
     if (e instanceof FinetuneError) throw e;
     const reason = describeFetchError(e);
-    throw new FinetuneError(`cannot get the ImageNet weights ${file.fileName}: downloading ${file.url} failed (${reason}). ${byHand}`, {
-      cause: e,
-    });
+    throw new FinetuneError(
+      `cannot get the ImageNet weights ${file.fileName}: downloading ${file.url} failed (${reason}; ${route.description}). ${byHand}`,
+      { cause: e },
+    );
   }
   await fs.rename(tmp, target);
   return target;
 }
 
+/** The proxy a request goes through, as the environment names it. */
+export interface ProxySetting {
+  /** The proxy's URL (credentials included, for the connection). */
+  uri: string;
+  /** The variable it came from, e.g. HTTPS_PROXY. */
+  variable: string;
+}
+
+/**
+ * The proxy for `url` from the environment, as curl and undici read it: https_proxy / HTTPS_PROXY for
+ * https (else the http one), http_proxy / HTTP_PROXY for http, lower case first; none when NO_PROXY
+ * matches the host (`*`, a host or domain, optionally with :port). A value without a scheme is http://.
+ */
+export function proxyFor(url: URL, env: NodeJS.ProcessEnv = process.env): ProxySetting | undefined {
+  if (noProxyMatches(url, env.no_proxy ?? env.NO_PROXY ?? '')) return undefined;
+  const variable = proxyVariables(url).find((name) => env[name]);
+  if (!variable) return undefined;
+  const value = env[variable]!.trim();
+  const uri = /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`;
+  try {
+    new URL(uri);
+  } catch {
+    throw new FinetuneError(`${variable}=${value} is not a proxy address: set it to http://host:port, or unset it.`);
+  }
+  return { uri, variable };
+}
+
+/** The variables that may name a proxy for the URL, in the order they are read. */
+function proxyVariables(url: URL): string[] {
+  return url.protocol === 'https:' ? ['https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY'] : ['http_proxy', 'HTTP_PROXY'];
+}
+
+/** True when a NO_PROXY list (comma or space separated) exempts the URL's host. */
+function noProxyMatches(url: URL, noProxy: string): boolean {
+  const unbracket = (host: string) => host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  const host = unbracket(url.hostname);
+  const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
+  for (const entry of noProxy.split(/[,\s]+/).filter(Boolean)) {
+    if (entry === '*') return true;
+    const withPort = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(entry);
+    if (withPort && Number(withPort[2]) !== port) continue;
+    // "example.com", ".example.com" and "*.example.com" all cover example.com and its subdomains.
+    const domain = unbracket(withPort ? withPort[1]! : entry).replace(/^\*?\./, '');
+    if (host === domain || host.endsWith(`.${domain}`)) return true;
+  }
+  return false;
+}
+
+/** How a download reaches its URL, and those words for messages. */
+interface DownloadRoute {
+  proxy?: ProxySetting;
+  description: string;
+}
+
+function downloadRoute(url: URL, env: NodeJS.ProcessEnv = process.env): DownloadRoute {
+  const proxy = proxyFor(url, env);
+  if (proxy) return { proxy, description: `through the proxy ${withoutCredentials(proxy.uri)} from ${proxy.variable}` };
+  const variables = proxyVariables(url).filter((name) => name === name.toUpperCase());
+  if (variables.some((name) => env[name] || env[name.toLowerCase()])) return { description: `directly: NO_PROXY covers ${url.hostname}` };
+  return { description: `directly: no proxy, set ${variables.join(' or ')} if you need one` };
+}
+
+/** A proxy URL fit for messages: user and password hidden. */
+function withoutCredentials(uri: string): string {
+  const url = new URL(uri);
+  if (url.username || url.password) {
+    url.username = '***';
+    url.password = '';
+  }
+  return url.href.replace(/\/$/, '');
+}
+
 class HttpError extends Error {}
 
-async function download(file: ImagenetWeightsFile, tmp: string, options: ResolveImagenetOptions): Promise<void> {
-  const response = await (options.fetchImpl ?? fetch)(file.url);
+/**
+ * Aborts a request that receives nothing for `ms`: connecting, waiting for the response (also for a
+ * proxy's tunnel) and between body chunks. `alive()` restarts the clock.
+ */
+class StallWatchdog {
+  private readonly controller = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  stalled = false;
+
+  constructor(private readonly ms: number) {
+    this.alive();
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  alive(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.stalled = true;
+      this.controller.abort(new HttpError(`no data for ${this.ms / 1000} s`));
+    }, this.ms);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+}
+
+async function download(file: ImagenetWeightsFile, tmp: string, route: DownloadRoute, options: ResolveImagenetOptions): Promise<void> {
+  const stallMs = options.stallTimeoutMs ?? DOWNLOAD_STALL_TIMEOUT_MS;
+  const watchdog = new StallWatchdog(stallMs);
+  const dispatcher: Dispatcher = route.proxy ? new ProxyAgent({ uri: route.proxy.uri }) : new Agent();
+  try {
+    await receive(file, tmp, dispatcher, watchdog, options);
+  } catch (e) {
+    // The abort surfaces as an AbortError or as "terminated", depending on where it caught the request.
+    if (watchdog.stalled) throw new HttpError(`no data for ${stallMs / 1000} s`, { cause: e });
+    throw e;
+  } finally {
+    watchdog.stop();
+    // Closes the connection kept alive for another request (none will come).
+    await dispatcher.destroy().catch(() => undefined);
+  }
+}
+
+async function receive(file: ImagenetWeightsFile, tmp: string, dispatcher: Dispatcher, watchdog: StallWatchdog, options: ResolveImagenetOptions): Promise<void> {
+  const response = await fetch(file.url, { dispatcher, signal: watchdog.signal });
+  watchdog.alive();
   if (!response.ok || !response.body) throw new HttpError(`HTTP ${response.status} ${response.statusText}`.trim());
   const length = Number(response.headers.get('content-length'));
   const total = Number.isFinite(length) && length > 0 ? length : undefined;
@@ -105,6 +231,7 @@ async function download(file: ImagenetWeightsFile, tmp: string, options: Resolve
     const reader = response.body.getReader();
     for (;;) {
       const { done, value } = await reader.read();
+      watchdog.alive();
       if (done) break;
       hash?.update(value);
       await out.write(value);
