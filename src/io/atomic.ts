@@ -41,13 +41,3 @@ export async function isEmptyOrMissing(dir: string): Promise<boolean> {
   }
 }
 
-/** Quotes a CSV field when it needs it (RFC 4180). */
-export function csvField(value: string | number): string {
-  const s = String(value);
-  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
-/** Rows to CSV text with a header line. */
-export function toCsv(header: string[], rows: (string | number)[][]): string {
-  return [header, ...rows].map((row) => row.map(csvField).join(',')).join('\n') + '\n';
-}
