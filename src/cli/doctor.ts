@@ -5,7 +5,7 @@
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { Command, InvalidArgumentError } from 'commander';
-import { BACKEND_ORDER, probeBackends, type BackendName, type BackendProbe, type GpuAdapterSummary } from '../engine/backend.js';
+import { BACKEND_ORDER, autoOrder, probeBackends, type BackendName, type BackendProbe, type GpuAdapterSummary } from '../engine/backend.js';
 import { SPEED_PROBE_DEFAULTS, speedProbes, type SpeedProbeResult } from '../engine/speed-probe.js';
 import { UsageError } from '../errors.js';
 import { integerArg, numberArg } from './predict.js';
@@ -20,6 +20,8 @@ export interface DoctorBackend {
   detail: string;
   /** The WebGPU adapter found, if any. */
   adapter?: GpuAdapterSummary;
+  /** tensorflow: the device libtensorflow computes on (what it reports, not what its package promises). */
+  device?: 'GPU' | 'CPU';
   /** For a missing backend: the npm command that adds it. */
   install?: string;
   /** Whether `auto` picks this one. */
@@ -33,6 +35,8 @@ export interface DoctorBackend {
 export interface DoctorReport {
   /** The backend `finetune --backend auto` uses here. */
   auto: BackendName | null;
+  /** The order auto tries them in: BACKEND_ORDER, but TensorFlow on the CPU comes after WebGPU. */
+  autoOrder: BackendName[];
   backends: DoctorBackend[];
   /** The probe settings, or null with --no-speed. */
   speedProbe: { model: 'MobileNetV2'; alpha: number; imageSize: number; batchSize: number; seconds: number; weights: 'random' } | null;
@@ -69,6 +73,7 @@ export async function doctor(options: DoctorOptions = {}): Promise<DoctorReport>
     usable: usability(p),
     detail: p.detail,
     ...(p.adapter ? { adapter: p.adapter } : {}),
+    ...(p.device ? { device: p.device } : {}),
     ...(p.install ? { install: p.install } : {}),
     auto: false,
   }));
@@ -93,12 +98,16 @@ export async function doctor(options: DoctorOptions = {}): Promise<DoctorReport>
     }
   }
 
-  // The first backend auto finds available, unless it failed to start above (then auto goes on too).
-  const pick = asAuto.find((p) => p.available && backends.find((b) => b.name === p.name)!.speedError === undefined);
+  // The first backend auto finds available, in its order, unless it failed to start above (then auto goes on too).
+  const order = autoOrder(asAuto.find((p) => p.name === 'tensorflow')?.device);
+  const pick = order
+    .map((name) => asAuto.find((p) => p.name === name)!)
+    .find((p) => p.available && backends.find((b) => b.name === p.name)!.speedError === undefined);
   if (pick) backends.find((b) => b.name === pick.name)!.auto = true;
 
   return {
     auto: pick?.name ?? null,
+    autoOrder: order,
     backends,
     speedProbe: options.speed === false ? null : { model: 'MobileNetV2', ...probe, seconds, weights: 'random' },
     system: { node: process.version, tfjs: tf.version.tfjs, platform: process.platform, arch: process.arch, cpus: os.availableParallelism() },
@@ -192,7 +201,9 @@ export function formatDoctor(report: DoctorReport, width = 100): string {
   lines.push('');
   lines.push(
     report.auto
-      ? `auto picks ${report.auto}: the first usable backend in the order ${BACKEND_ORDER.join(', ')} (choose another with --backend).`
+      ? `auto picks ${report.auto}: the first usable backend in the order ${report.autoOrder.join(', ')}` +
+          (report.autoOrder[0] === 'tensorflow' ? '' : '; TensorFlow computes on the CPU here, so a GPU through WebGPU comes first') +
+          ' (choose another with --backend).'
       : 'auto finds no usable backend: tfjs looks broken; reinstall finetune.',
   );
   const byName = (n: BackendName) => report.backends.find((b) => b.name === n);

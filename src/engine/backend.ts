@@ -7,8 +7,10 @@
  *   wasm        XNNPACK compiled to WebAssembly with SIMD (always there),
  *   cpu         tfjs' plain-JavaScript kernels (slowest; last resort).
  * WebGPU adapters that are CPU fallbacks (SwiftShader, llvmpipe, …) are skipped in auto mode: WASM
- * beats them. An explicit request that can't be met fails with a FinetuneError saying why and
- * what to do; it never falls back silently.
+ * beats them. Native TensorFlow that runs on the CPU (tfjs-node, or tfjs-node-gpu without the CUDA
+ * it needs, which says nothing about it) comes after a real WebGPU adapter: `tensorflow-device.ts`
+ * asks libtensorflow which device it uses. An explicit request that can't be met fails with a
+ * FinetuneError saying why and what to do; it never falls back silently.
  *
  * WASM runs on every core by default: tfjs-backend-wasm 4.22 keeps its threaded build off in Node,
  * so `wasm-threads.ts` starts it itself (`EngineOptions.threads`, or FINETUNE_THREADS, to change).
@@ -18,11 +20,9 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm'; // importing registers 'wasm'
 import { FinetuneError, UsageError } from '../errors.js';
-import { registerRelu6GradKernels } from './relu6.js';
-import { registerWasmFastPaths } from './wasm-fast-paths.js';
-import { registerWasmTrainingKernels } from './wasm-kernels.js';
-import { registerWebgpuTrainingKernels } from './webgpu-kernels.js';
+import { checkKernels, installKernels, kernelsMode, type KernelCheckFailure, type KernelsMode } from './kernel-overrides.js';
 import { defaultWasmThreads, setWasmThreads, wasmThreadsFallback } from './wasm-threads.js';
+import { describeTensorflowDevice, tensorflowBackendFacts, type TensorflowBackendLike, type TensorflowPackage } from './tensorflow-device.js';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export type BackendRequest = BackendName | 'auto';
@@ -40,6 +40,8 @@ export interface BackendProbe {
   requestable?: boolean;
   /** From `probeBackends` only: the WebGPU adapter Dawn offered, if it was asked. */
   adapter?: GpuAdapterSummary;
+  /** tensorflow only, once it has started: the device libtensorflow computes on. */
+  device?: 'GPU' | 'CPU';
   /** From `probeBackends` only, where the backend's packages are missing: the command that adds them. */
   install?: string;
 }
@@ -71,6 +73,13 @@ export interface EngineOptions {
    * core). Fixed once wasm has started: the WebAssembly module lives as long as the process.
    */
   threads?: number;
+  /**
+   * Whose kernels run where finetune has faster ones (WASM convolution gradients and fast paths,
+   * ReLU6's gradient, WebGPU filter gradients): 'finetune' (default; each is checked against tfjs
+   * when its backend starts, and falls back to tfjs's with a warning if it disagrees) or 'tfjs'
+   * (tfjs's own only). Default: the FINETUNE_KERNELS environment variable, else 'finetune'.
+   */
+  kernels?: KernelsMode;
 }
 
 /** The backend in use. */
@@ -80,10 +89,22 @@ export interface EngineInfo {
   detail: string;
   /** The backends looked at to choose it, in order of preference, ending with the chosen one. */
   probes: BackendProbe[];
+  /** Whose kernels run (`EngineOptions.kernels`), and finetune's that failed their start-up check and run as tfjs's. */
+  kernels: { mode: KernelsMode; failed: KernelCheckFailure[] };
 }
 
-/** Preference order for `auto`. */
+/** Preference order for `auto` (but see `autoOrder`: TensorFlow on the CPU comes after WebGPU). */
 export const BACKEND_ORDER: readonly BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
+
+/**
+ * The order `auto` tries the backends in, given the device TensorFlow computes on (where it
+ * started): `BACKEND_ORDER`, except that TensorFlow on the CPU yields to a GPU through WebGPU
+ * (WebGPU's probe in auto mode only offers real GPU adapters).
+ */
+export function autoOrder(tensorflowDevice: 'GPU' | 'CPU' | undefined): BackendName[] {
+  if (tensorflowDevice !== 'CPU') return [...BACKEND_ORDER];
+  return ['webgpu', 'tensorflow', ...BACKEND_ORDER.filter((n) => n !== 'webgpu' && n !== 'tensorflow')];
+}
 
 const require = createRequire(import.meta.url);
 
@@ -118,6 +139,7 @@ export async function probeBackends(options: ProbeBackendsOptions = {}): Promise
     const report: BackendProbe = { ...publicProbe(p), requestable: p.available || p.usableIfRequested };
     if (p.adapter) report.adapter = { ...p.adapter };
     if (p.install) report.install = p.install;
+    if (p.device) report.device = p.device;
     probes.push(report);
   }
   return probes;
@@ -130,16 +152,19 @@ async function init(request: BackendRequest, options: EngineOptions): Promise<En
   if (request !== 'auto' && !BACKEND_ORDER.includes(request)) {
     throw new UsageError(`Unknown backend '${String(request)}': use auto, ${BACKEND_ORDER.join(', ')}.`);
   }
-  if (current && tf.getBackend() === current.info.backend) {
+  const kernels = kernelsMode(options.kernels);
+  if (current && tf.getBackend() === current.info.backend && current.info.kernels.mode === kernels) {
     if (current.request === request || current.info.backend === request) return current.info;
   }
 
-  const candidates = request === 'auto' ? BACKEND_ORDER : [request];
+  // auto: TensorFlow's probe says which device it computes on, and so where it comes in the order.
+  const candidates = request === 'auto' ? autoOrder((await probe('tensorflow', 'auto')).device) : [request];
   const probes: BackendProbe[] = [];
   for (const name of candidates) {
     const p = await probe(name, request === 'auto' ? 'auto' : 'explicit');
     const usable = request === 'auto' ? p.available : p.usableIfRequested;
-    if (usable && !(await activate(name, options))) {
+    const failedKernels = usable ? await activate(name, options, kernels) : undefined;
+    if (usable && !failedKernels) {
       p.available = false;
       p.usableIfRequested = false;
       p.detail = `${p.detail}, but it failed to initialise (see the warning above)`;
@@ -149,7 +174,7 @@ async function init(request: BackendRequest, options: EngineOptions): Promise<En
       // Threads are only known once the wasm module is up.
       if (name === 'wasm') p.detail = await wasmDetail();
       probes.push(publicProbe(p));
-      const info: EngineInfo = { backend: name, detail: p.detail, probes };
+      const info: EngineInfo = { backend: name, detail: p.detail, probes, kernels: { mode: kernels, failed: failedKernels! } };
       current = { request, info };
       return info;
     }
@@ -160,17 +185,18 @@ async function init(request: BackendRequest, options: EngineOptions): Promise<En
   throw new FinetuneError(`No tfjs backend could be started: ${probes.map((p) => `${p.name}: ${p.detail}`).join('; ')}.`);
 }
 
-async function activate(name: BackendName, options: EngineOptions): Promise<boolean> {
-  registerRelu6GradKernels(); // wasm and cpu
-  if (name === 'wasm') {
-    setWasmThreads(wasmThreads(options));
-    registerWasmTrainingKernels(); // wasm lacks conv gradients of its own
-    registerWasmFastPaths(); // Slice, SplitV, Sum: the shipped ones are slow where training spends its time
-  }
-  if (name === 'webgpu') registerWebgpuTrainingKernels(); // the shipped conv filter gradients are slow
-  if (!(await tf.setBackend(name))) return false;
+/**
+ * Starts a backend with finetune's kernels (checked once it runs) or tfjs's. Returns the kernels
+ * that failed their check, or undefined if the backend did not start.
+ */
+async function activate(name: BackendName, options: EngineOptions, kernels: KernelsMode): Promise<KernelCheckFailure[] | undefined> {
+  if (name === 'wasm') setWasmThreads(wasmThreads(options));
+  // wasm: convolution gradients it lacks, faster Slice, SplitV, Sum, Mean, GatherV2, Identity and
+  // Conv2DBackpropInput; webgpu: faster filter gradients; wasm and cpu: ReLU6's gradient.
+  installKernels(name, kernels);
+  if (!(await tf.setBackend(name))) return undefined;
   await tf.ready();
-  return true;
+  return kernels === 'finetune' ? checkKernels() : [];
 }
 
 /** Threads wanted for wasm: the option, else FINETUNE_THREADS, else every core. */
@@ -187,7 +213,9 @@ function checkThreads(n: number, what: string): number {
 }
 
 function publicProbe(p: Probe): BackendProbe {
-  return { name: p.name, available: p.available, detail: p.detail };
+  const report: BackendProbe = { name: p.name, available: p.available, detail: p.detail };
+  if (p.device) report.device = p.device;
+  return report;
 }
 
 function explain(name: BackendName, why: string): string {
@@ -258,22 +286,33 @@ function importOptional(pkg: string): Promise<unknown> {
 async function probeTensorflow(): Promise<Probe> {
   const name = 'tensorflow';
   const failures: string[] = [];
-  for (const [pkg, what] of [
-    ['@tensorflow/tfjs-node-gpu', 'tensorflow (tfjs-node-gpu, CUDA)'],
-    ['@tensorflow/tfjs-node', 'tensorflow (tfjs-node, CPU)'],
-  ] as const) {
+  const packages: readonly TensorflowPackage[] = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
+  for (const pkg of packages) {
     if (!isInstalled(pkg)) continue;
+    // libtensorflow's INFO lines (oneDNN, CPU features) are noise here; its warnings (a CUDA library
+    // it could not load) say why a GPU goes unused, so they stay.
+    process.env.TF_CPP_MIN_LOG_LEVEL ??= '1';
+    const active = tf.engine().backendName; // importing tfjs-node switches to it: put that back below
     try {
       await importOptional(pkg); // registers the 'tensorflow' backend
     } catch (e) {
       failures.push(`${pkg} is installed but failed to load (${firstLine(e)})`);
       continue;
+    } finally {
+      if (active && tf.engine().backendName !== active) await tf.setBackend(active);
     }
     if (tf.findBackendFactory(name) == null) {
       failures.push(`${pkg} loaded but registered no tensorflow backend (is its @tensorflow/tfjs version the same as finetune's?)`);
       continue;
     }
-    return { name, available: true, usableIfRequested: true, detail: what };
+    // Starting the backend (without switching to it) is what asks libtensorflow for its devices.
+    const backend = tf.findBackend(name) as unknown as TensorflowBackendLike | null;
+    if (!backend) {
+      failures.push(`${pkg} loaded but its backend failed to start (see the warning above)`);
+      continue;
+    }
+    const { device, detail } = describeTensorflowDevice(tensorflowBackendFacts(backend, pkg));
+    return { name, available: true, usableIfRequested: true, detail, device };
   }
   if (failures.length) return { name, available: false, usableIfRequested: false, detail: failures.join('; ') };
   return {
