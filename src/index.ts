@@ -3,7 +3,7 @@
  *
  * One call does the whole job (`fineTune`); every piece it is built from is exported too, so a
  * script can run them one by one: discover → decode → build backbone → load weights → attach head
- * → Learner.fit (stage 1) → Learner.unfreeze → Learner.fit (stage 2) → save.
+ * → Trainer.fit (stage 1) → Trainer.unfreeze → Trainer.fit (stage 2) → save.
  */
 export { fineTune, resolveOptions, DEFAULTS } from './finetune.js';
 export type { FineTuneOptions, FineTuneResult, ResolvedOptions } from './finetune.js';
@@ -40,8 +40,21 @@ export type { BackboneOptions, BackboneSpec, ImagenetWeightsFile } from './backb
 
 // Training
 export { attachHead, HEAD_LAYERS } from './train/head.js';
+export { Trainer } from './train/trainer.js';
+export type { FitOptions, TrainerData, TrainerOptions } from './train/trainer.js';
+export { TrainStep, accuracy, fusedAdam } from './train/train-step.js';
+export type { Metric, OptimizerFactory, StepOptimizer, StepTotals, TrainStepParts } from './train/train-step.js';
+export { softmaxCrossEntropy } from './train/loss.js';
+export type { CrossEntropyOptions, Loss } from './train/loss.js';
+export { ActivationCache } from './train/activation-cache.js';
+export type { ActivationCacheOptions, TrainingActivations } from './train/activation-cache.js';
+export { TrainableLayers, unfreezeLayers, validUnfreezeStarts } from './train/trainable.js';
+export { loadCheckpoint, saveCheckpoint } from './train/checkpoint.js';
+export type { CheckpointState, LoadedCheckpoint } from './train/checkpoint.js';
+export type { BatchLogs, Callback, EpochLogs, NamedTensor, TrainingContext, UnfreezeSpec } from './train/types.js';
+/** @deprecated The former name of `Trainer`. */
 export { Learner } from './train/learner.js';
-export type { BatchLogs, Callback, EpochLogs, LearnerData, LearnerOptions, TrainingContext, UnfreezeSpec } from './train/learner.js';
+export type { LearnerData, LearnerOptions } from './train/learner.js';
 export { FusedAdam } from './train/optimizer.js';
 export type { AdamOptions } from './train/optimizer.js';
 export { EarlyStopping, HistoryLogger, ModelCheckpoint, ReduceLROnPlateau, balancedClassWeights } from './train/callbacks.js';

@@ -18,6 +18,7 @@ import { TrainableLayers, unfreezeLayers, validUnfreezeStarts } from '../src/tra
 import { FusedAdam } from '../src/train/optimizer.js';
 import { DEFAULTS } from '../src/defaults.js';
 import { UsageError } from '../src/errors.js';
+import { fineTune } from '../src/finetune.js';
 import { sharedMobileNetWeights } from './helpers/shared.js';
 
 const SIZE = 96;
@@ -347,5 +348,24 @@ describe('Trainer parts and guards', () => {
     expect(messages.find((m) => /^stage 1: memory: a training step of 16 images needs about \d+ MiB; .* of the 4096 MiB heap in use/.test(m))).toBeDefined();
     trainer.dispose();
     model.dispose();
+  });
+});
+
+describe('fineTune checks the stage-2 split before any work', () => {
+  it('--unfreeze-from inside a residual block fails before weights or images are read, with exit status 2', async () => {
+    const steps: string[] = [];
+    const reporter = {
+      info: (m: string) => void steps.push(m),
+      warn: (m: string) => void steps.push(m),
+      task: (name: string) => (steps.push(name), { update: () => {}, finish: () => {} }),
+    };
+    // The weights file does not exist: the split is checked before it would be read.
+    const options = { data: dir, out: `${dir}-refused`, alpha: 0.35, imageSize: SIZE, weights: path.join(dir, 'absent.h5'), reporter };
+    const refused = fineTune({ ...options, unfreezeFrom: 'block_15_project' });
+    await expect(refused).rejects.toThrow(/--unfreeze-from block_15_project is inside a residual block.*Layers that can start.*block_16_expand/);
+    await expect(refused).rejects.toMatchObject({ exitCode: 2 });
+    expect(steps.filter((s) => /decod|weights/.test(s))).toEqual([]);
+    // A valid start gets past the check (and fails only at the missing weights file).
+    await expect(fineTune({ ...options, unfreezeFrom: 'block_15_expand' })).rejects.toThrow(/absent\.h5/);
   });
 });
