@@ -3,17 +3,18 @@
  * inputs at the convolution shapes MobileNetV2 and VGG16 use (spatial sizes scaled down).
  *
  * Needs a WebGPU adapter: a GPU, or a CPU one such as Mesa's lavapipe (llvmpipe) that an explicit
- * `initEngine('webgpu')` accepts. Where there is none (CI), every test is skipped, saying why.
+ * `initEngine('webgpu')` accepts (.ci/webgpu-on-cpu installs it). Where there is none every test is
+ * skipped saying why, except under CI, where they fail (test/helpers/webgpu.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
-import { initEngine } from '../src/engine/backend.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   registerWebgpuTrainingKernels,
   unregisterWebgpuTrainingKernels,
   WEBGPU_TRAINING_KERNELS,
 } from '../src/engine/webgpu-kernels.js';
 import { randoms, relativeError, runKernelOn, size } from './helpers/kernel-check.js';
+import { needWebgpu, startWebgpu, webgpuMissingMessage } from './helpers/webgpu.js';
 
 type Shape4 = [number, number, number, number];
 type Pad = 'valid' | 'same' | tf.backend_util.ExplicitPadding;
@@ -22,23 +23,13 @@ type Pad = 'valid' | 'same' | tf.backend_util.ExplicitPadding;
 let unavailable: string | undefined;
 
 beforeAll(async () => {
-  // Dawn's Vulkan loader wants a runtime dir; containers often have none.
-  process.env.XDG_RUNTIME_DIR ??= '/tmp';
-  try {
-    await initEngine('webgpu'); // registers the kernels (activate → registerWebgpuTrainingKernels)
-  } catch (e) {
-    unavailable = e instanceof Error ? e.message : String(e);
-    console.warn(`webgpu-kernels tests skipped: ${unavailable}`);
-  }
+  unavailable = await startWebgpu(); // registers the kernels (activate → registerWebgpuTrainingKernels)
+  if (unavailable !== undefined) console.warn(`webgpu-kernels tests cannot run: ${webgpuMissingMessage(unavailable)}`);
 });
 
 afterAll(() => {
   for (const [kernel, err] of worst) console.log(`webgpu ${kernel}: max relative error vs cpu ${err.toExponential(2)}`);
 });
-
-function needWebgpu(ctx: TestContext): void {
-  if (unavailable !== undefined) ctx.skip(`WebGPU is not available here: ${unavailable}`);
-}
 
 /** Largest relative error seen per kernel, printed at the end (for the record). */
 const worst = new Map<string, number>();
@@ -104,7 +95,7 @@ async function checkCase(c: Case, depthwise: boolean, seed: number): Promise<voi
 
 describe('registerWebgpuTrainingKernels', () => {
   it('is what initEngine(webgpu) registers, idempotently, and can be undone', async (ctx) => {
-    needWebgpu(ctx);
+    needWebgpu(ctx, unavailable);
     const ours = WEBGPU_TRAINING_KERNELS.map((k) => tf.getKernel(k, 'webgpu')!.kernelFunc);
     registerWebgpuTrainingKernels();
     expect(WEBGPU_TRAINING_KERNELS.map((k) => tf.getKernel(k, 'webgpu')!.kernelFunc)).toEqual(ours);
@@ -119,7 +110,7 @@ describe('registerWebgpuTrainingKernels', () => {
 describe('Conv2DBackpropFilter on webgpu matches cpu', () => {
   denseCases.forEach((c, i) => {
     it(label(c), async (ctx) => {
-      needWebgpu(ctx);
+      needWebgpu(ctx, unavailable);
       await checkCase(c, false, 100 + 10 * i);
     });
   });
@@ -128,7 +119,7 @@ describe('Conv2DBackpropFilter on webgpu matches cpu', () => {
 describe('DepthwiseConv2dNativeBackpropFilter on webgpu matches cpu', () => {
   depthwiseCases.forEach((c, i) => {
     it(label(c), async (ctx) => {
-      needWebgpu(ctx);
+      needWebgpu(ctx, unavailable);
       await checkCase(c, true, 500 + 10 * i);
     });
   });
@@ -136,7 +127,7 @@ describe('DepthwiseConv2dNativeBackpropFilter on webgpu matches cpu', () => {
 
 describe('fallbacks and memory', () => {
   it('hands dilated depthwise convolutions to the shipped kernel', async (ctx) => {
-    needWebgpu(ctx);
+    needWebgpu(ctx, unavailable);
     await tf.setBackend('webgpu');
     const x = tf.tensor4d(randoms(2 * 9 * 9 * 4, 7), [2, 9, 9, 4]);
     const dy = tf.tensor4d(randoms(2 * 5 * 5 * 4, 8), [2, 5, 5, 4]);
@@ -150,7 +141,7 @@ describe('fallbacks and memory', () => {
   });
 
   it('frees its intermediate buffers', async (ctx) => {
-    needWebgpu(ctx);
+    needWebgpu(ctx, unavailable);
     await tf.setBackend('webgpu');
     const x = tf.tensor4d(randoms(4 * 32 * 32 * 16, 9), [4, 32, 32, 16]);
     const dy = tf.tensor4d(randoms(4 * 32 * 32 * 16, 10), [4, 32, 32, 16]);
@@ -212,7 +203,7 @@ async function gradsOn(backend: 'cpu' | 'webgpu', v: NetValues): Promise<Record<
 
 describe('end to end on webgpu', () => {
   it('gradients of a conv → depthwise → BN → relu6 → conv net equal those on cpu', async (ctx) => {
-    needWebgpu(ctx);
+    needWebgpu(ctx, unavailable);
     const v = Object.fromEntries(
       Object.entries(shapes).map(([k, s], i) => [k, randoms(size([...s]), 900 + i)]),
     ) as NetValues;
