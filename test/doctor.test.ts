@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../src/cli/doctor.js';
-import { initEngine } from '../src/engine/backend.js';
+import { autoOrder, initEngine } from '../src/engine/backend.js';
 import { speedProbes } from '../src/engine/speed-probe.js';
 import { inCI, repoRoot } from './helpers/shared.js';
 import { webgpuMissingMessage } from './helpers/webgpu.js';
@@ -42,6 +42,10 @@ describe('finetune doctor (child process)', () => {
     expect(byName.wasm!.detail).toMatch(/^wasm, (no )?SIMD, \d+ threads?$/);
     expect(byName.cpu!.usable).toBe('yes');
     if (byName.tensorflow!.usable === 'no' && byName.tensorflow!.install) expect(byName.tensorflow!.install).toMatch(/npm install @tensorflow\/tfjs-node/);
+    // TensorFlow, where it started, says which device it computes on (what libtensorflow reports).
+    const tensorflow = byName.tensorflow!;
+    if (tensorflow.usable === 'yes') expect(tensorflow.detail.startsWith(`tensorflow (${tensorflow.device}: `), tensorflow.detail).toBe(true);
+    else expect(tensorflow.device).toBeUndefined();
 
     // WebGPU was probed thoroughly: Dawn answered with an adapter (whose name is reported), or said why not.
     const webgpu = byName.webgpu!;
@@ -51,8 +55,9 @@ describe('finetune doctor (child process)', () => {
     if (webgpu.usable === 'if-asked') expect(webgpu.adapter!.cpuFallback).toBe(true);
     if (webgpu.usable === 'no') expect(webgpu.detail).toMatch(/no GPU adapter|not installed|failed|registered no backend/);
 
-    // auto: the first backend usable without asking.
-    const first = report.backends.find((b) => b.usable === 'yes')!;
+    // auto: the first backend usable without asking, in auto's order (TensorFlow on the CPU after WebGPU).
+    expect(report.autoOrder).toEqual(autoOrder(tensorflow.device));
+    const first = report.autoOrder.map((name) => byName[name]!).find((b) => b.usable === 'yes')!;
     expect(report.auto).toBe(first.name);
     expect(report.backends.filter((b) => b.auto).map((b) => b.name)).toEqual([report.auto]);
     expect(report.speedProbe).toBeNull();
