@@ -9,7 +9,7 @@
  * `augment-copies=4` or `image-size=160,augment=none`.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { BackendName } from '../src/engine/backend.js';
 import { fineTune, resolveOptions, type FineTuneOptions } from '../src/finetune.js';
@@ -119,6 +119,10 @@ export interface AccuracyRun {
   stageSeconds: number[];
   /** fineTune's own time: decoding, weights, both stages, outputs. */
   seconds: number;
+  /** CPU time of the process meanwhile (every thread): steadier than `seconds` on a shared machine. */
+  cpuSeconds: number;
+  /** The machine's 1-minute load average before and after: above the core count, others competed for the CPU. */
+  loadAverage: [number, number];
   backend: string;
   out?: string;
 }
@@ -131,6 +135,8 @@ export async function accuracyRun(spec: AccuracyRunSpec, backend: BackendName, l
     warn: (m) => log(`warning: ${m}`),
     task: () => ({ update() {}, finish: (summary) => summary && log(summary) }),
   };
+  const cpuBefore = process.cpuUsage();
+  const loadBefore = os.loadavg()[0]!;
   try {
     const result = await fineTune({
       data: spec.dataRoot,
@@ -144,6 +150,7 @@ export async function accuracyRun(spec: AccuracyRunSpec, backend: BackendName, l
       backend,
       reporter,
     });
+    const cpu = process.cpuUsage(cpuBefore);
     const m = result.metrics;
     if (!m) throw new Error(`${spec.dataRoot} gave no validation images: accuracy needs a valid/ folder or --val-split`);
     const config = JSON.parse(readFileSync(path.join(out, 'finetune.json'), 'utf8')) as {
@@ -161,6 +168,8 @@ export async function accuracyRun(spec: AccuracyRunSpec, backend: BackendName, l
       epochsRun,
       stageSeconds: (config.results?.stageSeconds ?? []).map((s) => round(s, 2)),
       seconds: round(result.seconds, 2),
+      cpuSeconds: round((cpu.user + cpu.system) / 1e6, 2),
+      loadAverage: [round(loadBefore, 2), round(os.loadavg()[0]!, 2)],
       backend: result.engine.detail,
       ...(spec.out ? { out } : {}),
     };

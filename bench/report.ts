@@ -20,6 +20,8 @@ export interface MachineInfo {
   availableParallelism: number;
   totalMemoryBytes: number;
   node: string;
+  /** 1, 5 and 15-minute load averages when the benchmark started: above the core count, others competed for the CPU. */
+  loadAverage: number[];
 }
 
 export interface BackendReport {
@@ -74,6 +76,7 @@ export function machineInfo(): MachineInfo {
     availableParallelism: typeof os.availableParallelism === 'function' ? os.availableParallelism() : cpus.length,
     totalMemoryBytes: os.totalmem(),
     node: process.versions.node,
+    loadAverage: os.loadavg().map((x) => Math.round(x * 100) / 100),
   };
 }
 
@@ -134,7 +137,7 @@ function accuracyRows(backend: string, c: AccuracyConfig): Row[] {
     measurement: `${name}, seed ${r.seed}`,
     figure: `${r.valAccuracy.toFixed(3)} (${r.correct}/${r.valImages})`,
     details:
-      `val loss ${r.valLoss.toFixed(3)}${r.rocAuc !== undefined ? `, ROC AUC ${r.rocAuc.toFixed(3)}` : ''}, ${seconds(r.seconds)}, ` +
+      `val loss ${r.valLoss.toFixed(3)}${r.rocAuc !== undefined ? `, ROC AUC ${r.rocAuc.toFixed(3)}` : ''}, ${seconds(r.seconds)} (CPU ${r.cpuSeconds.toFixed(0)} s, load ${r.loadAverage[0].toFixed(1)}), ` +
       `epochs ${r.epochsRun.join('+')}${r.bestEpoch ? `, best: stage ${r.bestEpoch.stage} epoch ${r.bestEpoch.epoch}` : ''}`,
   }));
   for (const f of c.failures) rows.push({ backend, measurement: `${name}, seed ${f.seed}`, figure: 'failed', details: f.error });

@@ -389,7 +389,8 @@ export async function main(argv: string[]): Promise<number> {
   const flags = parseFlags(argv);
   const only = new Set(flags.only as Measurement[]);
   const timeLimit = (kind: keyof typeof TIME_LIMIT) => flags.timeLimit ?? TIME_LIMIT[kind];
-  const sharedDir = path.resolve(repoRoot, '../shared');
+  // As in the tests: FINETUNE_SHARED_DIR points elsewhere (e.g. /nonexistent, to see what runs without it).
+  const sharedDir = path.resolve(process.env.FINETUNE_SHARED_DIR ?? path.join(repoRoot, '../shared'));
   const standard = workload(flags, flags.quick, sharedDir);
   if (only.has('accuracy')) {
     const problem = accuracyUsageProblem(standard.accuracy, sharedDir);
@@ -476,7 +477,7 @@ export async function main(argv: string[]): Promise<number> {
 
   const m = report.machine;
   console.log(
-    `\n${m.cpuModel} × ${m.cpuCount}, ${(m.totalMemoryBytes / 1024 ** 3).toFixed(0)} GiB, Node ${m.node}, tfjs ${report.versions.tfjs}` +
+    `\n${m.cpuModel} × ${m.cpuCount}, ${(m.totalMemoryBytes / 1024 ** 3).toFixed(0)} GiB, Node ${m.node}, tfjs ${report.versions.tfjs}, load average ${m.loadAverage[0]} at the start` +
       (report.quick ? '  (--quick: smoke-test sizes)' : ''),
   );
   for (const b of report.backends) console.log(`${b.name}: ${b.detail ?? 'not started'}${b.notes.length ? ` — ${b.notes.join('; ')}` : ''}`);

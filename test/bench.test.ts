@@ -72,7 +72,71 @@ describe('npm run bench -- --quick', () => {
 
   it('rejects an unknown measurement, naming the allowed ones', { timeout: 60_000 }, async () => {
     const { code, stderr } = await run(['--only', 'decode,speed']);
-    expect(code).not.toBe(0);
-    expect(stderr).toMatch(/--only speed: use decode, forward, train, staged/);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/--only speed: use decode, forward, train, staged, accuracy/);
+  });
+});
+
+describe('npm run bench -- --only accuracy', () => {
+  it('runs fineTune once per seed and reports each run and the mean ± sd, in the table and the JSON', { timeout: 240_000 }, async () => {
+    const out = path.join(dir, 'accuracy.json');
+    const { code, stdout, stderr } = await run(['--quick', '--backends', 'wasm', '--only', 'accuracy', '--seeds', '3,4', '--recipe', 'augment=none', '--out', out]);
+    expect(code, stderr.slice(-2000)).toBe(0);
+
+    const report = JSON.parse(readFileSync(out, 'utf8')) as BenchReport;
+    const configs = report.backends[0]!.accuracy!;
+    expect(configs).toHaveLength(1);
+    const c = configs[0]!;
+    expect(c.failures).toEqual([]);
+    expect(c.dataset.name).toBe('shapes');
+    expect(c.recipe.label).toBe('image-size=64,epochs=2,fine-tune-epochs=1,augment=none');
+    expect(c.options).toMatchObject({ alpha: 0.35, imageSize: 64, augment: 'none', epochs: 2, fineTuneEpochs: 1 });
+    expect(c.runs.map((r) => r.seed)).toEqual([3, 4]);
+    for (const r of c.runs) {
+      expect(r.valImages).toBe(30); // fixtures/shapes/valid
+      expect(r.valAccuracy).toBeCloseTo(r.correct / r.valImages, 4);
+      expect(r.valLoss).toBeGreaterThan(0);
+      expect(r.seconds).toBeGreaterThan(0);
+      // Pretrained weights: head then fine-tuning; random ones (no ../shared) train in one stage.
+      expect(r.epochsRun.length).toBe(c.weights === 'none' ? 1 : 2);
+    }
+    const accuracies = c.runs.map((r) => r.valAccuracy);
+    const mean = (accuracies[0]! + accuracies[1]!) / 2;
+    expect(c.valAccuracy!.mean).toBeCloseTo(mean, 4);
+    expect(c.valAccuracy!.sd).toBeCloseTo(Math.abs(accuracies[0]! - accuracies[1]!) / Math.SQRT2, 4);
+    expect(c.valAccuracy!.min).toBe(Math.min(...accuracies));
+
+    const cell = (text: string) => text.replace(/[().]/g, '\\$&');
+    expect(stdout).toMatch(new RegExp(`seed 3 +\\| +${cell(`${accuracies[0]!.toFixed(3)} (${c.runs[0]!.correct}/30)`)} \\|`));
+    expect(stdout).toMatch(new RegExp(`2 seeds: mean ± sd +\\| +${cell(`${mean.toFixed(3)} ± ${c.valAccuracy!.sd.toFixed(3)}`)} \\|`));
+  });
+
+  it('refuses a recipe fineTune would refuse, before measuring anything (exit status 2)', { timeout: 60_000 }, async () => {
+    const bad = await run(['--only', 'accuracy', '--recipe', 'augment-copies=2,augment=none']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--augment-copies 2 needs augmentation/);
+    const unknown = await run(['--only', 'accuracy', '--recipe', 'epoch=3']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/'epoch=3': the recipe options are image-size, .*augment-copies, epochs/);
+  });
+});
+
+describe('npm run bench (full sizes)', () => {
+  it('chooses each training size and batch up front and stops a measurement at its time limit', { timeout: 120_000 }, async () => {
+    const out = path.join(dir, 'limits.json');
+    // A 1 s limit stops every measuring process while it starts: what is checked is the plan and the stop.
+    const { code, stdout } = await run(['--backends', 'wasm', '--only', 'train', '--time-limit', '1', '--out', out]);
+    expect(code).toBe(1);
+    const train = (JSON.parse(readFileSync(out, 'utf8')) as BenchReport).backends[0]!.train;
+    expect(train.map((r) => [r.model, r.batch])).toEqual([
+      ['MobileNetV2 α=1.0 224 px', 16],
+      ['VGG16 112 px', 8],
+    ]);
+    for (const r of train) {
+      expect(r.error).toBe('stopped at its time limit of 1 s (--time-limit to change)');
+      // Stopped, not retried at a smaller batch.
+      expect(r.requestedBatch).toBe(r.batch);
+    }
+    expect(stdout).toMatch(/\| wasm +\| VGG16 112 px training step +\| +failed \| batch 8: stopped at its time limit of 1 s/);
   });
 });
