@@ -30,12 +30,12 @@ interface Folded {
 
 /** The layers (by name) whose output each layer reads, for its first call. */
 export function inboundNames(layer: Layer): string[] {
-  const node = (layer as unknown as { inboundNodes: { inboundLayers: Layer[] }[] }).inboundNodes[0];
+  const node = layer.inboundNodes[0];
   return node ? node.inboundLayers.map((l) => l.name) : [];
 }
 
 function dataIdOf(v: tf.Tensor): object {
-  return (v as unknown as { dataId: object }).dataId;
+  return v.dataId;
 }
 
 function config(layer: Layer): Record<string, unknown> {

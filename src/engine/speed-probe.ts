@@ -11,6 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import { mobileNetV2 } from '../backbones/mobilenet_v2.js';
 import { initEngine, type BackendName, type EngineInfo } from './backend.js';
 import { FusedInference } from './fused-inference.js';
+import { silenceCpuBanner } from './tfjs-internals.js';
 
 export interface SpeedProbeOptions {
   /** MobileNetV2 width multiplier. Default 1.0. */
@@ -194,7 +195,5 @@ function activeBackend(): string | undefined {
  * a probe is not that first use in any sense a user cares about (and doctor says it better).
  */
 function quietCpuBanner(backend: BackendName): void {
-  if (backend !== 'cpu') return;
-  const cpu = tf.findBackend('cpu') as unknown as { firstUse?: boolean } | null;
-  if (cpu && cpu.firstUse === true) cpu.firstUse = false;
+  if (backend === 'cpu') silenceCpuBanner();
 }

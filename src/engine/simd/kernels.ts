@@ -6,8 +6,7 @@
  * convolution gradients), and for the dense convolutions' filter gradient, Xᵀ·dY read in place
  * (XNNPACK's product needs X transposed and a packed copy of dY).
  */
-import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import type * as tf from '@tensorflow/tfjs';
+import { wasmByteOffset, wasmMemory, type TensorInfo, type WasmBackend } from '../tfjs-internals.js';
 import { PLAIN_MEMORY_KERNELS, SHARED_MEMORY_KERNELS } from './kernels.generated.js';
 
 /** The exports of kernels.wat; pointers are byte offsets into the backend's memory. */
@@ -41,21 +40,14 @@ interface WebAssemblyApi {
 }
 const WA = (globalThis as unknown as { WebAssembly: WebAssemblyApi }).WebAssembly;
 
-/** The emscripten module inside BackendWasm, as far as its memory goes. */
-interface EmscriptenMemoryOwner {
-  asm?: { memory?: unknown };
-  wasmMemory?: unknown;
-}
-
 const instances = new WeakMap<object, SimdKernels | null>();
 
 /**
  * The kernels, instantiated once per backend memory; undefined where the backend's memory can't be
  * reached (then callers keep to their other paths).
  */
-export function simdKernels(backend: BackendWasm): SimdKernels | undefined {
-  const module = backend.wasm as unknown as EmscriptenMemoryOwner;
-  const memory = module.asm?.memory ?? module.wasmMemory;
+export function simdKernels(backend: WasmBackend): SimdKernels | undefined {
+  const memory = wasmMemory(backend);
   if (!(memory instanceof WA.Memory)) return undefined;
   let kernels = instances.get(memory);
   if (kernels === undefined) {
@@ -77,6 +69,6 @@ function instantiate(memory: { buffer: ArrayBufferLike }): SimdKernels | null {
 }
 
 /** Where a tensor's data starts in the backend's memory (a byte offset). */
-export function heapOffset(backend: BackendWasm, info: tf.TensorInfo): number {
-  return (backend.dataIdMap.get(info.dataId) as unknown as { memoryOffset: number }).memoryOffset;
+export function heapOffset(backend: WasmBackend, info: TensorInfo): number {
+  return wasmByteOffset(backend, info);
 }
