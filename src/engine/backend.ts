@@ -20,10 +20,7 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm'; // importing registers 'wasm'
 import { FinetuneError, UsageError } from '../errors.js';
-import { registerRelu6GradKernels } from './relu6.js';
-import { registerWasmFastPaths } from './wasm-fast-paths.js';
-import { registerWasmTrainingKernels } from './wasm-kernels.js';
-import { registerWebgpuTrainingKernels } from './webgpu-kernels.js';
+import { checkKernels, installKernels, kernelsMode, type KernelCheckFailure, type KernelsMode } from './kernel-overrides.js';
 import { defaultWasmThreads, setWasmThreads, wasmThreadsFallback } from './wasm-threads.js';
 import { describeTensorflowDevice, tensorflowBackendFacts, type TensorflowBackendLike, type TensorflowPackage } from './tensorflow-device.js';
 
@@ -76,6 +73,13 @@ export interface EngineOptions {
    * core). Fixed once wasm has started: the WebAssembly module lives as long as the process.
    */
   threads?: number;
+  /**
+   * Whose kernels run where finetune has faster ones (WASM convolution gradients and fast paths,
+   * ReLU6's gradient, WebGPU filter gradients): 'finetune' (default; each is checked against tfjs
+   * when its backend starts, and falls back to tfjs's with a warning if it disagrees) or 'tfjs'
+   * (tfjs's own only). Default: the FINETUNE_KERNELS environment variable, else 'finetune'.
+   */
+  kernels?: KernelsMode;
 }
 
 /** The backend in use. */
@@ -85,6 +89,8 @@ export interface EngineInfo {
   detail: string;
   /** The backends looked at to choose it, in order of preference, ending with the chosen one. */
   probes: BackendProbe[];
+  /** Whose kernels run (`EngineOptions.kernels`), and finetune's that failed their start-up check and run as tfjs's. */
+  kernels: { mode: KernelsMode; failed: KernelCheckFailure[] };
 }
 
 /** Preference order for `auto` (but see `autoOrder`: TensorFlow on the CPU comes after WebGPU). */
@@ -146,7 +152,8 @@ async function init(request: BackendRequest, options: EngineOptions): Promise<En
   if (request !== 'auto' && !BACKEND_ORDER.includes(request)) {
     throw new UsageError(`Unknown backend '${String(request)}': use auto, ${BACKEND_ORDER.join(', ')}.`);
   }
-  if (current && tf.getBackend() === current.info.backend) {
+  const kernels = kernelsMode(options.kernels);
+  if (current && tf.getBackend() === current.info.backend && current.info.kernels.mode === kernels) {
     if (current.request === request || current.info.backend === request) return current.info;
   }
 
@@ -156,7 +163,8 @@ async function init(request: BackendRequest, options: EngineOptions): Promise<En
   for (const name of candidates) {
     const p = await probe(name, request === 'auto' ? 'auto' : 'explicit');
     const usable = request === 'auto' ? p.available : p.usableIfRequested;
-    if (usable && !(await activate(name, options))) {
+    const failedKernels = usable ? await activate(name, options, kernels) : undefined;
+    if (usable && !failedKernels) {
       p.available = false;
       p.usableIfRequested = false;
       p.detail = `${p.detail}, but it failed to initialise (see the warning above)`;
@@ -166,7 +174,7 @@ async function init(request: BackendRequest, options: EngineOptions): Promise<En
       // Threads are only known once the wasm module is up.
       if (name === 'wasm') p.detail = await wasmDetail();
       probes.push(publicProbe(p));
-      const info: EngineInfo = { backend: name, detail: p.detail, probes };
+      const info: EngineInfo = { backend: name, detail: p.detail, probes, kernels: { mode: kernels, failed: failedKernels! } };
       current = { request, info };
       return info;
     }
@@ -177,17 +185,18 @@ async function init(request: BackendRequest, options: EngineOptions): Promise<En
   throw new FinetuneError(`No tfjs backend could be started: ${probes.map((p) => `${p.name}: ${p.detail}`).join('; ')}.`);
 }
 
-async function activate(name: BackendName, options: EngineOptions): Promise<boolean> {
-  registerRelu6GradKernels(); // wasm and cpu
-  if (name === 'wasm') {
-    setWasmThreads(wasmThreads(options));
-    registerWasmTrainingKernels(); // wasm lacks conv gradients of its own
-    registerWasmFastPaths(); // Slice, SplitV, Sum: the shipped ones are slow where training spends its time
-  }
-  if (name === 'webgpu') registerWebgpuTrainingKernels(); // the shipped conv filter gradients are slow
-  if (!(await tf.setBackend(name))) return false;
+/**
+ * Starts a backend with finetune's kernels (checked once it runs) or tfjs's. Returns the kernels
+ * that failed their check, or undefined if the backend did not start.
+ */
+async function activate(name: BackendName, options: EngineOptions, kernels: KernelsMode): Promise<KernelCheckFailure[] | undefined> {
+  if (name === 'wasm') setWasmThreads(wasmThreads(options));
+  // wasm: convolution gradients it lacks, faster Slice, SplitV, Sum, Mean, GatherV2, Identity and
+  // Conv2DBackpropInput; webgpu: faster filter gradients; wasm and cpu: ReLU6's gradient.
+  installKernels(name, kernels);
+  if (!(await tf.setBackend(name))) return undefined;
   await tf.ready();
-  return true;
+  return kernels === 'finetune' ? checkKernels() : [];
 }
 
 /** Threads wanted for wasm: the option, else FINETUNE_THREADS, else every core. */

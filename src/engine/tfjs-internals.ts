@@ -82,8 +82,8 @@ export function restoreTfjsKernel(kernelName: string, backendName: string): void
 }
 
 /** Types a kernel written for one backend class as a tfjs kernel function (tfjs types `backend` loosely). */
-export function kernelFunc<B, R extends TensorInfo | TensorInfo[]>(
-  fn: (args: { inputs: tf.NamedTensorInfoMap; backend: B; attrs: tf.NamedAttrMap }) => R,
+export function kernelFunc<B = tf.KernelBackend, A = { inputs: tf.NamedTensorInfoMap; backend: B; attrs: tf.NamedAttrMap }>(
+  fn: (args: A) => TensorInfo | TensorInfo[],
 ): tf.KernelFunc {
   return fn as unknown as tf.KernelFunc;
 }

@@ -16,31 +16,30 @@
  *   are immutable; tfjs runs it for every custom gradient's output and every clone).
  */
 import * as tf from '@tensorflow/tfjs';
-import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import type { KernelReplacement } from './kernel-overrides.js';
 import { heapOffset, simdKernels } from './simd/kernels.js';
+import {
+  installKernel, kernelFunc, tfjsKernel, wasmAllocate, wasmShare, wasmValues, type TensorInfo, type WasmBackend,
+} from './tfjs-internals.js';
 
-type TensorInfo = tf.TensorInfo;
+type BackendWasm = WasmBackend;
 
 /** The kernels this module replaces for the 'wasm' backend. */
 export const WASM_FAST_PATH_KERNELS = [tf.Slice, tf.SplitV, tf.Sum, tf.Mean, tf.GatherV2, tf.Identity] as const;
 
-/** The shipped kernels, for the cases handled here by passing through. */
-const shipped = new Map<string, tf.KernelFunc>();
-
-/** Registers the faster kernels for 'wasm'. Idempotent; before or after the backend starts. */
+/** Registers the faster kernels for 'wasm', unchecked (initEngine registers and checks them). Idempotent. */
 export function registerWasmFastPaths(): void {
-  for (const config of KERNEL_CONFIGS) {
-    const existing = tf.getKernel(config.kernelName, 'wasm');
-    if (existing?.kernelFunc === config.kernelFunc) continue;
-    if (!existing) throw new Error(`tfjs-backend-wasm has no ${config.kernelName} kernel to speed up.`);
-    shipped.set(config.kernelName, existing.kernelFunc);
-    tf.unregisterKernel(config.kernelName, 'wasm');
-    tf.registerKernel({ ...existing, kernelFunc: config.kernelFunc });
+  for (const r of WASM_FAST_PATH_REPLACEMENTS) {
+    if (!tfjsKernel(r.kernelName, 'wasm')) throw new Error(`tfjs-backend-wasm has no ${r.kernelName} kernel to speed up.`);
+    installKernel(r.kernelName, 'wasm', r.kernelFunc);
   }
 }
 
-function passThrough(name: string, args: Parameters<tf.KernelFunc>[0]): TensorInfo {
-  return shipped.get(name)!(args) as TensorInfo;
+/** tfjs's own kernel, for the cases not handled here. */
+function passThrough<R extends TensorInfo | TensorInfo[] = TensorInfo>(name: string, args: object): R {
+  const shipped = tfjsKernel(name, 'wasm');
+  if (!shipped) throw new Error(`tfjs-backend-wasm's own ${name} kernel is missing.`);
+  return shipped(args as Parameters<tf.KernelFunc>[0]) as R;
 }
 
 // ── Slice, SplitV ───────────────────────────────────────────────────────────────────────────────
@@ -53,7 +52,7 @@ interface SliceAttrs {
 function slice(args: { inputs: { x: TensorInfo }; backend: BackendWasm; attrs: SliceAttrs }): TensorInfo {
   const { inputs, backend, attrs } = args;
   const { x } = inputs;
-  if (x.dtype === 'string') return passThrough(tf.Slice, args as unknown as Parameters<tf.KernelFunc>[0]);
+  if (x.dtype === 'string') return passThrough(tf.Slice, args);
   const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, attrs.begin, attrs.size);
   return sliceOf(backend, x, begin, size);
 }
@@ -61,11 +60,11 @@ function slice(args: { inputs: { x: TensorInfo }; backend: BackendWasm; attrs: S
 /** x[begin : begin + size], copying only that part (views are taken after the allocation, which may
  * grow the heap and detach older ones). */
 function sliceOf(backend: BackendWasm, x: TensorInfo, begin: number[], size: number[]): TensorInfo {
-  const out = backend.makeOutput(size, x.dtype);
+  const out = wasmAllocate(backend, size, x.dtype);
   const count = tf.util.sizeFromShape(size);
   if (count === 0) return out;
-  const src = backend.typedArrayFromHeap(x);
-  const dst = backend.typedArrayFromHeap(out);
+  const src = wasmValues(backend, x);
+  const dst = wasmValues(backend, out);
   const strides = tf.util.computeStrides(x.shape);
   if (tf.slice_util.isSliceContinous(x.shape, begin, size)) {
     const offset = tf.slice_util.computeFlatOffset(begin, strides);
@@ -95,7 +94,7 @@ function splitV(args: {
 }): TensorInfo[] {
   const { inputs, backend, attrs } = args;
   const { x } = inputs;
-  if (x.dtype === 'string') return shipped.get(tf.SplitV)!(args as unknown as Parameters<tf.KernelFunc>[0]) as TensorInfo[];
+  if (x.dtype === 'string') return passThrough<TensorInfo[]>(tf.SplitV, args);
   const axis = tf.util.parseAxisParam(attrs.axis, x.shape)[0]!;
   const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, attrs.numOrSizeSplits, axis);
   const begin = new Array<number>(x.shape.length).fill(0);
@@ -137,11 +136,11 @@ function reduce(name: typeof tf.Sum | typeof tf.Mean, args: ReduceArgs): TensorI
   const axes = tf.util.parseAxisParam(attrs.axis, x.shape);
   const run = x.dtype === 'float32' ? adjacentAxes(x, axes) : undefined;
   const kernels = run ? simdKernels(backend) : undefined;
-  if (!run || !kernels) return passThrough(name, args as unknown as Parameters<tf.KernelFunc>[0]);
+  if (!run || !kernels) return passThrough(name, args);
 
   const [outShape] = tf.backend_util.computeOutAndReduceShapes(x.shape, axes);
   const shape = attrs.keepDims ? tf.backend_util.expandShapeToKeepDim(outShape, axes) : outShape;
-  const out = backend.makeOutput(shape, 'float32');
+  const out = wasmAllocate(backend, shape, 'float32');
   const { outer, reduced, inner } = run;
   const scale = name === tf.Mean ? 1 / reduced : 1;
   const src = heapOffset(backend, x);
@@ -164,19 +163,19 @@ function gatherV2(args: {
   const { x, indices } = inputs;
   const axis = tf.util.parseAxisParam(attrs.axis, x.shape)[0];
   if (axis !== 0 || (attrs.batchDims ?? 0) !== 0 || x.dtype === 'string' || x.shape.length === 0) {
-    return passThrough(tf.GatherV2, args as unknown as Parameters<tf.KernelFunc>[0]);
+    return passThrough(tf.GatherV2, args);
   }
   const rows = x.shape[0]!;
   const row = tf.util.sizeFromShape(x.shape.slice(1));
-  const picks = backend.typedArrayFromHeap(indices);
+  const picks = wasmValues(backend, indices);
   for (const i of picks) {
     // The shipped kernel's check and message.
     tf.util.assert(i <= rows - 1 && i >= 0, () => `GatherV2: the index value ${i} is not in [0, ${rows - 1}]`);
   }
-  const out = backend.makeOutput([...indices.shape, ...x.shape.slice(1)], x.dtype);
-  const src = backend.typedArrayFromHeap(x);
-  const dst = backend.typedArrayFromHeap(out);
-  const at = backend.typedArrayFromHeap(indices); // again: makeOutput may have moved the heap
+  const out = wasmAllocate(backend, [...indices.shape, ...x.shape.slice(1)], x.dtype);
+  const src = wasmValues(backend, x);
+  const dst = wasmValues(backend, out);
+  const at = wasmValues(backend, indices); // again: makeOutput may have moved the heap
   for (let j = 0; j < at.length; j++) dst.set(src.subarray(at[j]! * row, (at[j]! + 1) * row), j * row);
   return out;
 }
@@ -184,16 +183,42 @@ function gatherV2(args: {
 function identity(args: { inputs: { x: TensorInfo }; backend: BackendWasm }): TensorInfo {
   const { inputs, backend } = args;
   const { x } = inputs;
-  if (x.dtype === 'string') return passThrough(tf.Identity, args as unknown as Parameters<tf.KernelFunc>[0]);
-  backend.incRef(x.dataId);
-  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+  if (x.dtype === 'string') return passThrough(tf.Identity, args);
+  return wasmShare(backend, x);
 }
 
-const KERNEL_CONFIGS: Array<{ kernelName: string; kernelFunc: tf.KernelFunc }> = [
-  { kernelName: tf.Slice, kernelFunc: slice as unknown as tf.KernelFunc },
-  { kernelName: tf.SplitV, kernelFunc: splitV as unknown as tf.KernelFunc },
-  { kernelName: tf.Sum, kernelFunc: sum as unknown as tf.KernelFunc },
-  { kernelName: tf.Mean, kernelFunc: mean as unknown as tf.KernelFunc },
-  { kernelName: tf.GatherV2, kernelFunc: gatherV2 as unknown as tf.KernelFunc },
-  { kernelName: tf.Identity, kernelFunc: identity as unknown as tf.KernelFunc },
-];
+/** Start-up check cases: each handled path, and one passed through. */
+const CHECKS: Record<string, KernelReplacement['checks']> = {
+  [tf.Slice]: [
+    { inputs: { x: { shape: [40] } }, attrs: { begin: [7], size: [20] } },
+    { inputs: { x: { shape: [6, 7] } }, attrs: { begin: [2, 0], size: [3, 7] } },
+    { inputs: { x: { shape: [3, 5, 6, 4] } }, attrs: { begin: [1, 1, 2, 1], size: [2, 3, 3, 2] } },
+  ],
+  [tf.SplitV]: [{ inputs: { x: { shape: [4, 6, 3] } }, attrs: { numOrSizeSplits: [1, 3, 2], axis: 1 } }],
+  [tf.Sum]: [
+    { inputs: { x: { shape: [2, 3, 4, 5] } }, attrs: { axis: [0, 1, 2], keepDims: false } },
+    { inputs: { x: { shape: [3, 4, 7] } }, attrs: { axis: [1], keepDims: true } },
+    { inputs: { x: { shape: [3, 4] } }, attrs: { axis: [1], keepDims: false } },
+  ],
+  [tf.Mean]: [{ inputs: { x: { shape: [2, 3, 3, 9] } }, attrs: { axis: [1, 2], keepDims: false } }],
+  [tf.GatherV2]: [{ inputs: { x: { shape: [5, 3, 2] }, indices: { shape: [4], dtype: 'int32', values: [3, 0, 4, 4] } }, attrs: { axis: 0, batchDims: 0 } }],
+  [tf.Identity]: [{ inputs: { x: { shape: [3, 4] } } }],
+};
+
+const KERNEL_FUNCS: Record<string, tf.KernelFunc> = {
+  [tf.Slice]: kernelFunc(slice),
+  [tf.SplitV]: kernelFunc(splitV),
+  [tf.Sum]: kernelFunc(sum),
+  [tf.Mean]: kernelFunc(mean),
+  [tf.GatherV2]: kernelFunc(gatherV2),
+  [tf.Identity]: kernelFunc(identity),
+};
+
+/** The faster kernels, each falling back to tfjs's own. */
+export const WASM_FAST_PATH_REPLACEMENTS: KernelReplacement[] = WASM_FAST_PATH_KERNELS.map((kernelName) => ({
+  kernelName,
+  backendName: 'wasm',
+  kernelFunc: KERNEL_FUNCS[kernelName]!,
+  fallback: 'tfjs',
+  checks: CHECKS[kernelName]!,
+}));

@@ -18,11 +18,14 @@
  * depthwise channel multiplier ≥ 1.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { isPointwise } from './conv-shapes.js';
+import { convGradientChecks, isPointwise, type ConvCheck } from './conv-shapes.js';
+import type { KernelReplacement } from './kernel-overrides.js';
 import { heapOffset, simdKernels, type SimdKernels } from './simd/kernels.js';
+import {
+  installKernel, kernelFunc, registeredKernel, wasmAllocate, wasmFloats, wasmFree, type TensorInfo, type WasmBackend,
+} from './tfjs-internals.js';
 
-type TensorInfo = tf.TensorInfo;
+type BackendWasm = WasmBackend;
 type Shape4 = [number, number, number, number];
 type Pad = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
 type Rounding = 'floor' | 'round' | 'ceil' | undefined;
@@ -37,16 +40,11 @@ export const WASM_TRAINING_KERNELS = [
 
 /**
  * Registers the convolution gradient kernels for the 'wasm' backend (replacing its slow
- * `Conv2DBackpropInput`). Idempotent; may be called before or after the backend is initialised.
+ * `Conv2DBackpropInput`), unchecked: initEngine registers and checks them. Idempotent; before or
+ * after the backend is initialised.
  */
 export function registerWasmTrainingKernels(): void {
-  for (const config of KERNEL_CONFIGS) {
-    const existing = tf.getKernel(config.kernelName, 'wasm');
-    if (existing?.kernelFunc === config.kernelFunc) continue;
-    // Replacing a registered kernel without unregistering it first makes tfjs log a warning.
-    if (existing) tf.unregisterKernel(config.kernelName, 'wasm');
-    tf.registerKernel(config);
-  }
+  for (const r of WASM_TRAINING_REPLACEMENTS) installKernel(r.kernelName, 'wasm', r.kernelFunc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -54,17 +52,9 @@ export function registerWasmTrainingKernels(): void {
 // may grow the heap and detach every typed-array view taken before, so views are always taken
 // (via `f32`) after the last allocation that precedes their use.
 
-function f32(backend: BackendWasm, info: TensorInfo): Float32Array {
-  return backend.typedArrayFromHeap(info) as Float32Array;
-}
-
-function alloc(backend: BackendWasm, shape: number[]): TensorInfo {
-  return backend.makeOutput(shape, 'float32');
-}
-
-function free(backend: BackendWasm, info: TensorInfo): void {
-  backend.disposeData(info.dataId);
-}
+const f32 = wasmFloats;
+const alloc = (backend: BackendWasm, shape: number[]): TensorInfo => wasmAllocate(backend, shape, 'float32');
+const free = wasmFree;
 
 /** The same data seen with another shape (no copy; only for passing to a kernel). */
 function view(info: TensorInfo, shape: number[]): TensorInfo {
@@ -85,9 +75,9 @@ function runWasmKernel(
   inputs: tf.NamedTensorInfoMap,
   attrs: tf.NamedAttrMap,
 ): TensorInfo {
-  const kernel = tf.getKernel(name, 'wasm');
+  const kernel = registeredKernel(name, 'wasm');
   if (!kernel) throw new Error(`The wasm backend has no ${name} kernel.`);
-  return kernel.kernelFunc({ inputs, backend, attrs }) as TensorInfo;
+  return kernel({ inputs, backend, attrs }) as TensorInfo;
 }
 
 /** a [M, K] · b [K, N] → [M, N] by the backend's XNNPACK product (only the untransposed form is
@@ -240,12 +230,12 @@ function forEachTapPixel(
 function conv2DBackpropFilter(args: {
   inputs: tf.NamedTensorInfoMap;
   backend: BackendWasm;
-  attrs: tf.NamedAttrMap;
+  attrs: tf.Conv2DBackpropFilterAttrs;
 }): TensorInfo {
   const { backend } = args;
   const x = args.inputs.x!;
   const dy = args.inputs.dy!;
-  const attrs = args.attrs as unknown as tf.Conv2DBackpropFilterAttrs;
+  const { attrs } = args;
   const name = tf.Conv2DBackpropFilter;
   assertFloat32(name, x, dy);
   assertNHWC(name, attrs.dataFormat);
@@ -395,12 +385,12 @@ function conv2DFilterGradientSimd(
 function conv2DBackpropInput(args: {
   inputs: tf.NamedTensorInfoMap;
   backend: BackendWasm;
-  attrs: tf.NamedAttrMap;
+  attrs: tf.Conv2DBackpropInputAttrs;
 }): TensorInfo {
   const { backend } = args;
   const dy = args.inputs.dy!;
   const filter = args.inputs.filter!;
-  const attrs = args.attrs as unknown as tf.Conv2DBackpropInputAttrs;
+  const { attrs } = args;
   const name = tf.Conv2DBackpropInput;
   assertFloat32(name, dy, filter);
   assertNHWC(name, attrs.dataFormat);
@@ -498,12 +488,12 @@ function depthwiseFilterGradientSimd(backend: BackendWasm, simd: SimdKernels, in
 function depthwiseConv2dNativeBackpropFilter(args: {
   inputs: tf.NamedTensorInfoMap;
   backend: BackendWasm;
-  attrs: tf.NamedAttrMap;
+  attrs: tf.DepthwiseConv2dNativeBackpropFilterAttrs;
 }): TensorInfo {
   const { backend } = args;
   const x = args.inputs.x!;
   const dy = args.inputs.dy!;
-  const attrs = args.attrs as unknown as tf.DepthwiseConv2dNativeBackpropFilterAttrs;
+  const { attrs } = args;
   const name = tf.DepthwiseConv2dNativeBackpropFilter;
   assertFloat32(name, x, dy);
   assertNoDilation(name, attrs.dilations);
@@ -535,12 +525,12 @@ function depthwiseConv2dNativeBackpropFilter(args: {
 function depthwiseConv2dNativeBackpropInput(args: {
   inputs: tf.NamedTensorInfoMap;
   backend: BackendWasm;
-  attrs: tf.NamedAttrMap;
+  attrs: tf.DepthwiseConv2dNativeBackpropInputAttrs;
 }): TensorInfo {
   const { backend } = args;
   const dy = args.inputs.dy!;
   const filter = args.inputs.filter!;
-  const attrs = args.attrs as unknown as tf.DepthwiseConv2dNativeBackpropInputAttrs;
+  const { attrs } = args;
   const name = tf.DepthwiseConv2dNativeBackpropInput;
   assertFloat32(name, dy, filter);
   assertNoDilation(name, attrs.dilations);
@@ -598,17 +588,66 @@ function depthwiseConv2dNativeBackpropInput(args: {
   return dX;
 }
 
-const KERNEL_CONFIGS: tf.KernelConfig[] = [
-  { kernelName: tf.Conv2DBackpropFilter, backendName: 'wasm', kernelFunc: conv2DBackpropFilter as unknown as tf.KernelFunc },
-  { kernelName: tf.Conv2DBackpropInput, backendName: 'wasm', kernelFunc: conv2DBackpropInput as unknown as tf.KernelFunc },
+/**
+ * Start-up check convolutions: every path above (SIMD and XNNPACK filter gradients, pointwise and
+ * not, padding on both sides of a row, depthwise multipliers 1 and 2, strides 1 and 2).
+ */
+const DENSE_CHECKS: ConvCheck[] = [
+  { x: [2, 3, 3, 4], filter: [1, 1, 4, 5], strides: 1, pad: 'valid' },
+  { x: [1, 5, 5, 3], filter: [3, 3, 3, 4], strides: 2, pad: 'same' },
+  { x: [1, 4, 5, 2], filter: [3, 3, 2, 3], strides: [1, 2], pad: [[0, 0], [1, 2], [0, 1], [0, 0]] },
+];
+/**
+ * The smallest shapes the filter gradient leaves to XNNPACK (see useSimdFilterGradient): pointwise
+ * with Ci < Co and Ci > Co. Its 3×3 XNNPACK path needs a 265k-value filter at least (too slow for a
+ * start-up check; test/wasm-kernels.test.ts covers it); it shares its pieces with these and with
+ * Conv2DBackpropInput.
+ */
+const DENSE_XNNPACK_FILTER_CHECKS: ConvCheck[] = [
+  { x: [1, 2, 1, 97], filter: [1, 1, 97, 100], strides: 1, pad: 'same' },
+  { x: [1, 2, 1, 100], filter: [1, 1, 100, 97], strides: 1, pad: 'same' },
+];
+const DEPTHWISE_CHECKS: ConvCheck[] = [
+  { x: [2, 5, 5, 8], filter: [3, 3, 8, 1], strides: 1, pad: 'same' },
+  { x: [1, 7, 6, 3], filter: [3, 3, 3, 1], strides: 2, pad: 'valid' },
+  { x: [1, 5, 5, 3], filter: [3, 3, 3, 2], strides: 1, pad: 'same' },
+  { x: [1, 5, 5, 3], filter: [3, 3, 3, 2], strides: 2, pad: 'same' },
+];
+
+const filterChecks = (cases: ConvCheck[], depthwise: boolean) => cases.map((c) => convGradientChecks(c, depthwise).filter);
+const inputChecks = (cases: ConvCheck[], depthwise: boolean) => cases.map((c) => convGradientChecks(c, depthwise).input);
+
+/**
+ * The four kernels, for the start-up check and registration. tfjs-backend-wasm has its own
+ * Conv2DBackpropInput only; for the others, tfjs's cpu kernels are the reference and the fallback.
+ */
+export const WASM_TRAINING_REPLACEMENTS: KernelReplacement[] = [
+  {
+    kernelName: tf.Conv2DBackpropFilter,
+    backendName: 'wasm',
+    kernelFunc: kernelFunc(conv2DBackpropFilter),
+    fallback: 'cpu',
+    checks: filterChecks([...DENSE_CHECKS, ...DENSE_XNNPACK_FILTER_CHECKS], false),
+  },
+  {
+    kernelName: tf.Conv2DBackpropInput,
+    backendName: 'wasm',
+    kernelFunc: kernelFunc(conv2DBackpropInput),
+    fallback: 'tfjs',
+    checks: inputChecks(DENSE_CHECKS, false),
+  },
   {
     kernelName: tf.DepthwiseConv2dNativeBackpropFilter,
     backendName: 'wasm',
-    kernelFunc: depthwiseConv2dNativeBackpropFilter as unknown as tf.KernelFunc,
+    kernelFunc: kernelFunc(depthwiseConv2dNativeBackpropFilter),
+    fallback: 'cpu',
+    checks: filterChecks(DEPTHWISE_CHECKS, true),
   },
   {
     kernelName: tf.DepthwiseConv2dNativeBackpropInput,
     backendName: 'wasm',
-    kernelFunc: depthwiseConv2dNativeBackpropInput as unknown as tf.KernelFunc,
+    kernelFunc: kernelFunc(depthwiseConv2dNativeBackpropInput),
+    fallback: 'cpu',
+    checks: inputChecks(DEPTHWISE_CHECKS, true),
   },
 ];

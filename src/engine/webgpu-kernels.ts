@@ -28,10 +28,14 @@
  *
  * The package is an optional dependency and registers its backend only if `navigator.gpu` exists
  * when it is first imported, so this module never imports it: the parts of its API used here
- * (`WebGPUProgram`, `backend.runWebGPUProgram`) are declared structurally below.
+ * (`WebGPUProgram`, `runWebGPUProgram`) are declared in tfjs-internals.ts.
  */
 import * as tf from '@tensorflow/tfjs';
-import { isPointwise } from './conv-shapes.js';
+import { convGradientChecks, isPointwise, type ConvCheck } from './conv-shapes.js';
+import type { KernelReplacement } from './kernel-overrides.js';
+import {
+  freeData, installKernel, kernelFunc, registeredKernel, restoreTfjsKernel, runWebGPUProgram, tfjsKernel, type TensorInfo, type WebGPUProgram,
+} from './tfjs-internals.js';
 
 /** WGSL shared by the split-K gradient shaders: the input and dy shapes, and this split's pixel range. */
 const SPLIT_K_SHAPES = `        let inH = uniforms.xShape.y;
@@ -44,7 +48,6 @@ const SPLIT_K_SHAPES = `        let inH = uniforms.xShape.y;
         let pEnd = min(pStart + uniforms.chunk, uniforms.pixels);
 `;
 
-type TensorInfo = tf.TensorInfo;
 type Shape4 = [number, number, number, number];
 
 /** The kernels this module provides for the 'webgpu' backend. */
@@ -52,84 +55,37 @@ export const WEBGPU_TRAINING_KERNELS = [tf.Conv2DBackpropFilter, tf.DepthwiseCon
 
 const BACKEND = 'webgpu';
 
-// ---------------------------------------------------------------------------------------------
-// The parts of @tensorflow/tfjs-backend-webgpu used here (see its webgpu_program.ts).
-
-/**
- * A compute shader for `runWebGPUProgram`. The backend prepends to `getUserCode()` the storage
- * bindings `result` (output) and one `array<f32>` per `variableNames` entry, and a `uniforms`
- * struct holding `<name>Shape`/`<name>ShapeStrides` per input, `outShape`/`outShapeStrides`,
- * `size` (when `size` is set) and then the fields declared in `uniforms`, in that order. It calls
- * `main(index)` when `dispatchLayout` has only `x`, else `main()`; private copies of the builtins
- * are in `localId`, `localIndex`, `globalId`, `workgroupId`, `numWorkgroups`.
- */
-interface WebGPUProgram {
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout: { x: number[]; y?: number[]; z?: number[] };
-  dispatch: [number, number, number];
-  variableNames: string[];
-  uniforms?: string;
-  workgroupSize: [number, number, number];
-  size?: boolean;
-  getUserCode(): string;
-}
-
-type ProgramUniforms = { type: 'int32' | 'float32' | 'uint32'; data: number[] }[];
-
-interface WebGPUBackendLike {
-  runWebGPUProgram(
-    program: WebGPUProgram,
-    inputs: TensorInfo[],
-    outputDtype: tf.DataType,
-    programDefinedUniform?: ProgramUniforms,
-    output?: TensorInfo,
-  ): TensorInfo;
-  disposeData(dataId: object, force?: boolean): boolean;
-}
-
 /** WebGPU's guaranteed minimum; tfjs asks for the adapter's, at least this. */
 const MAX_WORKGROUPS_PER_DIMENSION = 65535;
 
 // ---------------------------------------------------------------------------------------------
 // Registration.
 
-type KernelArgs = Parameters<tf.KernelFunc>[0];
-
-/** The kernels tfjs-backend-webgpu registered, kept to fall back to (and to restore). */
-const shipped = new Map<string, tf.KernelFunc>();
+/** A kernel's arguments, with its attributes typed. */
+type KernelArgs<A> = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs: A };
 
 /**
- * Registers the faster kernels for the 'webgpu' backend, keeping the shipped ones to fall back to.
- * Idempotent. Call it after `@tensorflow/tfjs-backend-webgpu` has been imported (which registers
- * the shipped kernels); before that it registers nothing, and a later call does it.
+ * Registers the faster kernels for the 'webgpu' backend, unchecked (initEngine registers and checks
+ * them). Idempotent. Call it after `@tensorflow/tfjs-backend-webgpu` has been imported (which
+ * registers the shipped kernels); before that it registers nothing, and a later call does it.
  */
 export function registerWebgpuTrainingKernels(): void {
-  for (const config of KERNEL_CONFIGS) {
-    const existing = tf.getKernel(config.kernelName, BACKEND);
-    if (!existing || existing.kernelFunc === config.kernelFunc) continue;
-    shipped.set(config.kernelName, existing.kernelFunc);
-    // Replacing a registered kernel without unregistering it first makes tfjs log a warning.
-    tf.unregisterKernel(config.kernelName, BACKEND);
-    tf.registerKernel(config);
+  for (const r of WEBGPU_TRAINING_REPLACEMENTS) {
+    if (tfjsKernel(r.kernelName, BACKEND)) installKernel(r.kernelName, BACKEND, r.kernelFunc);
   }
 }
 
 /** Puts the shipped kernels back (for benchmarks and tests). */
 export function unregisterWebgpuTrainingKernels(): void {
-  for (const config of KERNEL_CONFIGS) {
-    const existing = tf.getKernel(config.kernelName, BACKEND);
-    const original = shipped.get(config.kernelName);
-    if (existing?.kernelFunc !== config.kernelFunc || !original) continue;
-    tf.unregisterKernel(config.kernelName, BACKEND);
-    tf.registerKernel({ kernelName: config.kernelName, backendName: BACKEND, kernelFunc: original });
+  for (const r of WEBGPU_TRAINING_REPLACEMENTS) {
+    if (registeredKernel(r.kernelName, BACKEND) === r.kernelFunc) restoreTfjsKernel(r.kernelName, BACKEND);
   }
 }
 
-function fallBack(kernelName: string, args: KernelArgs): TensorInfo | TensorInfo[] {
-  const original = shipped.get(kernelName);
-  if (!original) throw new Error(`The webgpu backend's own ${kernelName} kernel was not kept.`);
-  return original(args);
+function fallBack(kernelName: string, args: KernelArgs<object>): TensorInfo | TensorInfo[] {
+  const original = tfjsKernel(kernelName, BACKEND);
+  if (!original) throw new Error(`The webgpu backend's own ${kernelName} kernel is missing.`);
+  return original(args as Parameters<tf.KernelFunc>[0]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -160,23 +116,20 @@ function splitSum(pixels: number, tiles: number, targetWorkgroups: number, minCh
 }
 
 /** Adds `partials` [splits, ...shape] over its first axis into a tensor of `shape`; frees `partials`. */
-function sumSplits(backend: WebGPUBackendLike, partials: TensorInfo, splits: number, shape: number[]): TensorInfo {
+function sumSplits(backend: tf.KernelBackend, partials: TensorInfo, splits: number, shape: number[]): TensorInfo {
   if (splits === 1) return view(partials, shape);
-  const out = backend.runWebGPUProgram(new SumSplitsProgram(shape), [partials], 'float32', [
-    { type: 'int32', data: [splits] },
-  ]);
-  backend.disposeData(partials.dataId);
+  const out = runWebGPUProgram(backend, new SumSplitsProgram(shape), [partials], 'float32', [{ type: 'int32', data: [splits] }]);
+  freeData(backend, partials);
   return out;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Conv2DBackpropFilter.
 
-function conv2DBackpropFilter(args: KernelArgs): TensorInfo | TensorInfo[] {
-  const backend = args.backend as WebGPUBackendLike;
+function conv2DBackpropFilter(args: KernelArgs<tf.Conv2DBackpropFilterAttrs>): TensorInfo | TensorInfo[] {
+  const { backend, attrs } = args;
   const x = args.inputs.x!;
   const dy = args.inputs.dy!;
-  const attrs = args.attrs as unknown as tf.Conv2DBackpropFilterAttrs;
   const dataFormat = tf.backend_util.convertConv2DDataFormat(attrs.dataFormat);
   if (dataFormat !== 'channelsLast' || x.dtype !== 'float32' || dy.dtype !== 'float32') {
     return fallBack(tf.Conv2DBackpropFilter, args);
@@ -190,9 +143,9 @@ function conv2DBackpropFilter(args: KernelArgs): TensorInfo | TensorInfo[] {
 
   if (isPointwise(info)) {
     // dW [Ci, Co] = X [P, Ci]ᵀ · dY [P, Co]: one product by the backend's own BatchMatMul.
-    const matMul = tf.getKernel(tf.BatchMatMul, BACKEND);
+    const matMul = registeredKernel(tf.BatchMatMul, BACKEND);
     if (!matMul) return fallBack(tf.Conv2DBackpropFilter, args);
-    const out = matMul.kernelFunc({
+    const out = matMul({
       inputs: { a: view(x, [1, pixels, ci]), b: view(dy, [1, pixels, co]) },
       backend: args.backend,
       attrs: { transposeA: true, transposeB: false },
@@ -205,7 +158,7 @@ function conv2DBackpropFilter(args: KernelArgs): TensorInfo | TensorInfo[] {
   if (tiles > MAX_WORKGROUPS_PER_DIMENSION) return fallBack(tf.Conv2DBackpropFilter, args);
   const { splits, chunk } = splitSum(pixels, tiles, 512, 256);
   const program = new Conv2DFilterGemmProgram(splits, rows, co, info.filterWidth);
-  const partials = backend.runWebGPUProgram(program, [x, dy], 'float32', [
+  const partials = runWebGPUProgram(backend, program, [x, dy], 'float32', [
     { type: 'int32', data: [info.strideHeight, info.strideWidth] },
     { type: 'int32', data: [info.padInfo.top, info.padInfo.left] },
     { type: 'int32', data: [chunk] },
@@ -364,11 +317,10 @@ class SumSplitsProgram implements WebGPUProgram {
 const DW_CHANNELS = 64;
 const DW_LANES = 4;
 
-function depthwiseConv2dNativeBackpropFilter(args: KernelArgs): TensorInfo | TensorInfo[] {
-  const backend = args.backend as WebGPUBackendLike;
+function depthwiseConv2dNativeBackpropFilter(args: KernelArgs<tf.DepthwiseConv2dNativeBackpropFilterAttrs>): TensorInfo | TensorInfo[] {
+  const { backend, attrs } = args;
   const x = args.inputs.x!;
   const dy = args.inputs.dy!;
-  const attrs = args.attrs as unknown as tf.DepthwiseConv2dNativeBackpropFilterAttrs;
   if (!noDilation(attrs.dilations) || x.dtype !== 'float32' || dy.dtype !== 'float32') {
     return fallBack(tf.DepthwiseConv2dNativeBackpropFilter, args);
   }
@@ -385,7 +337,7 @@ function depthwiseConv2dNativeBackpropFilter(args: KernelArgs): TensorInfo | Ten
   }
   const { splits, chunk } = splitSum(pixels, tiles, 1024, 64);
   const program = new DepthwiseFilterProgram(splits, kh, kw, cm);
-  const partials = backend.runWebGPUProgram(program, [x, dy], 'float32', [
+  const partials = runWebGPUProgram(backend, program, [x, dy], 'float32', [
     { type: 'int32', data: [info.strideHeight, info.strideWidth] },
     { type: 'int32', data: [info.padInfo.top, info.padInfo.left] },
     { type: 'int32', data: [cm / info.inChannels] },
@@ -483,7 +435,31 @@ ${SPLIT_K_SHAPES}
 
 // ---------------------------------------------------------------------------------------------
 
-const KERNEL_CONFIGS: tf.KernelConfig[] = [
-  { kernelName: tf.Conv2DBackpropFilter, backendName: BACKEND, kernelFunc: conv2DBackpropFilter },
-  { kernelName: tf.DepthwiseConv2dNativeBackpropFilter, backendName: BACKEND, kernelFunc: depthwiseConv2dNativeBackpropFilter },
+/** Start-up check convolutions: the 1×1 matrix product, the implicit GEMM (strided, padded), depthwise multipliers 1 and 2. */
+const DENSE_CHECKS: ConvCheck[] = [
+  { x: [2, 3, 3, 4], filter: [1, 1, 4, 5], strides: 1, pad: 'valid' },
+  { x: [1, 5, 5, 3], filter: [3, 3, 3, 4], strides: 2, pad: 'same' },
+  { x: [2, 6, 5, 3], filter: [3, 3, 3, 70], strides: 1, pad: 'same' },
+];
+const DEPTHWISE_CHECKS: ConvCheck[] = [
+  { x: [2, 5, 5, 8], filter: [3, 3, 8, 1], strides: 1, pad: 'same' },
+  { x: [1, 7, 6, 3], filter: [3, 3, 3, 2], strides: 2, pad: 'valid' },
+];
+
+/** The kernels, each falling back to the shipped one. */
+export const WEBGPU_TRAINING_REPLACEMENTS: KernelReplacement[] = [
+  {
+    kernelName: tf.Conv2DBackpropFilter,
+    backendName: BACKEND,
+    kernelFunc: kernelFunc(conv2DBackpropFilter),
+    fallback: 'tfjs',
+    checks: DENSE_CHECKS.map((c) => convGradientChecks(c, false).filter),
+  },
+  {
+    kernelName: tf.DepthwiseConv2dNativeBackpropFilter,
+    backendName: BACKEND,
+    kernelFunc: kernelFunc(depthwiseConv2dNativeBackpropFilter),
+    fallback: 'tfjs',
+    checks: DEPTHWISE_CHECKS.map((c) => convGradientChecks(c, true).filter),
+  },
 ];
