@@ -22,7 +22,8 @@ import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm'; // importing re
 import { FinetuneError, UsageError } from '../errors.js';
 import { checkKernels, installKernels, kernelsMode, type KernelCheckFailure, type KernelsMode } from './kernel-overrides.js';
 import { defaultWasmThreads, setWasmThreads, wasmThreadsFallback } from './wasm-threads.js';
-import { describeTensorflowDevice, tensorflowBackendFacts, type TensorflowBackendLike, type TensorflowPackage } from './tensorflow-device.js';
+import { describeTensorflowDevice, tensorflowBackendFacts, type TensorflowPackage } from './tensorflow-device.js';
+import { startTensorflowBackend } from './tfjs-internals.js';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export type BackendRequest = BackendName | 'auto';
@@ -292,21 +293,21 @@ async function probeTensorflow(): Promise<Probe> {
     // libtensorflow's INFO lines (oneDNN, CPU features) are noise here; its warnings (a CUDA library
     // it could not load) say why a GPU goes unused, so they stay.
     process.env.TF_CPP_MIN_LOG_LEVEL ??= '1';
-    const active = tf.engine().backendName; // importing tfjs-node switches to it: put that back below
+    const active = tf.getBackend(); // importing tfjs-node switches to it: put that back below
     try {
       await importOptional(pkg); // registers the 'tensorflow' backend
     } catch (e) {
       failures.push(`${pkg} is installed but failed to load (${firstLine(e)})`);
       continue;
     } finally {
-      if (active && tf.engine().backendName !== active) await tf.setBackend(active);
+      if (active && tf.getBackend() !== active) await tf.setBackend(active);
     }
     if (tf.findBackendFactory(name) == null) {
       failures.push(`${pkg} loaded but registered no tensorflow backend (is its @tensorflow/tfjs version the same as finetune's?)`);
       continue;
     }
     // Starting the backend (without switching to it) is what asks libtensorflow for its devices.
-    const backend = tf.findBackend(name) as unknown as TensorflowBackendLike | null;
+    const backend = startTensorflowBackend();
     if (!backend) {
       failures.push(`${pkg} loaded but its backend failed to start (see the warning above)`);
       continue;

@@ -1,11 +1,11 @@
 /**
  * Every place finetune reaches past TensorFlow.js's documented API, in one file.
  *
- * Written against @tensorflow/tfjs, @tensorflow/tfjs-backend-wasm and @tensorflow/tfjs-backend-webgpu
- * 4.22.0 (package.json pins them exactly). What is used here is typed in their .d.ts files but not
+ * Written against @tensorflow/tfjs, @tensorflow/tfjs-backend-wasm, @tensorflow/tfjs-backend-webgpu and
+ * @tensorflow/tfjs-node 4.22.0 (package.json pins them exactly). What is used here is typed in their .d.ts files but not
  * documented or promised across versions: the kernel registry, calling a kernel function directly,
  * the WASM backend's heap and emscripten module, its threaded build's files, the WebGPU backend's
- * `runWebGPUProgram`, the cpu backend's data store and first-use banner. On a tfjs upgrade, re-read
+ * `runWebGPUProgram`, the cpu backend's data store and first-use banner, tfjs-node's device fields. On a tfjs upgrade, re-read
  * this file against tfjs's sources; the start-up kernel check (kernel-overrides.ts) catches a
  * replaced kernel that then computes something else.
  *
@@ -16,6 +16,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import type { TensorflowBackendLike } from './tensorflow-device.js';
 
 const require = createRequire(import.meta.url);
 
@@ -290,6 +291,17 @@ export async function startThreadedWasmBackend(threads: number, workerScriptPath
   // The pool's threads wait for work forever; they must not hold the process open.
   for (const w of [...module.PThread.runningWorkers, ...module.PThread.unusedWorkers]) w.unref();
   return backend;
+}
+
+// ── The native TensorFlow backend ───────────────────────────────────────────────────────────────
+
+/**
+ * Starts tfjs-node's 'tensorflow' backend without switching to it (which is what makes it ask
+ * libtensorflow for its devices) and returns it, for its private `isUsingGpuDevice` and
+ * `binding.TF_Version` (tensorflow-device.ts reads them); null if it failed to start.
+ */
+export function startTensorflowBackend(): TensorflowBackendLike | null {
+  return tf.findBackend('tensorflow') as unknown as TensorflowBackendLike | null;
 }
 
 // ── The WebGPU backend ──────────────────────────────────────────────────────────────────────────
