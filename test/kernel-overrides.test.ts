@@ -75,8 +75,11 @@ describe("kernels: 'tfjs'", () => {
     grads.forEach((g, i) => expect(maxRelativeError(g, reference[i]!), `gradient ${i}`).toBeLessThan(1e-4));
   });
 
-  it("goes back to finetune's kernels when asked, all passing their start-up check", async () => {
-    const info = await initEngine('wasm', { kernels: 'finetune' });
+  it("goes back to finetune's kernels when asked, all passing their start-up check, which leaves no tensor behind", async () => {
+    await initEngine('wasm', { kernels: 'tfjs' });
+    const before = { tensors: tf.memory().numTensors, data: tf.backend().numDataIds() };
+    const info = await initEngine('wasm', { kernels: 'finetune' }); // the first check of wasm's kernels in this process
+    expect({ tensors: tf.memory().numTensors, data: tf.backend().numDataIds() }).toEqual(before);
     expect(info.kernels).toEqual({ mode: 'finetune', failed: [] });
     expect(Object.values(kernelsInUse('wasm')).every((k) => k === 'finetune')).toBe(true);
     const cpu = await initEngine('cpu', { kernels: 'finetune' });
