@@ -175,7 +175,7 @@ function gatherV2(args: {
   const out = wasmAllocate(backend, [...indices.shape, ...x.shape.slice(1)], x.dtype);
   const src = wasmValues(backend, x);
   const dst = wasmValues(backend, out);
-  const at = wasmValues(backend, indices); // again: makeOutput may have moved the heap
+  const at = wasmValues(backend, indices); // again: the allocation may have moved the heap
   for (let j = 0; j < at.length; j++) dst.set(src.subarray(at[j]! * row, (at[j]! + 1) * row), j * row);
   return out;
 }
