@@ -56,7 +56,7 @@ describe('describeTensorflowDevice', () => {
       /libtensorflow 2\.21\.0 needs the CUDA and cuDNN versions it was built for/,
     );
     const hidden = describeTensorflowDevice({ ...gpuPackage, nvidiaGpus: ['NVIDIA H200'], cudaVisibleDevices: '-1' });
-    expect(hidden.summary).toBe('CPU: no CUDA GPU visible (CUDA_VISIBLE_DEVICES=-1 hides them)');
+    expect(hidden.summary).toBe('CPU: no CUDA GPU visible (CUDA_VISIBLE_DEVICES=-1 hides the NVIDIA H200)');
   });
 
   it('says tfjs-node is the CPU build, and what would use a GPU that is there', () => {

@@ -293,6 +293,9 @@ async function probeTensorflow(): Promise<Probe> {
     // libtensorflow's INFO lines (oneDNN, CPU features) are noise here; its warnings (a CUDA library
     // it could not load) say why a GPU goes unused, so they stay.
     process.env.TF_CPP_MIN_LOG_LEVEL ??= '1';
+    // TensorFlow takes nearly all GPU memory when it starts, even if auto or doctor then uses WebGPU
+    // on the same GPU: let it take what it needs instead.
+    process.env.TF_FORCE_GPU_ALLOW_GROWTH ??= 'true';
     const active = tf.getBackend(); // importing tfjs-node switches to it: put that back below
     try {
       await importOptional(pkg); // registers the 'tensorflow' backend

@@ -70,10 +70,10 @@ function whyCpu(facts: TensorflowDeviceFacts, names: string[]): string {
       ? `tfjs-node is TensorFlow's CPU build; @tensorflow/tfjs-node-gpu (with its CUDA and cuDNN) could use the ${here}`
       : "tfjs-node is TensorFlow's CPU build";
   }
-  if (facts.cudaVisibleDevices !== undefined && /^\s*(-1)?\s*$/.test(facts.cudaVisibleDevices)) {
-    return `no CUDA GPU visible (CUDA_VISIBLE_DEVICES=${facts.cudaVisibleDevices} hides them)`;
-  }
   if (names.length === 0) return 'no CUDA GPU visible (no NVIDIA GPU or driver found on this machine)';
+  if (facts.cudaVisibleDevices !== undefined && /^\s*(-1)?\s*$/.test(facts.cudaVisibleDevices)) {
+    return `no CUDA GPU visible (CUDA_VISIBLE_DEVICES=${facts.cudaVisibleDevices} hides the ${here})`;
+  }
   return (
     `no CUDA GPU visible to TensorFlow, though the driver shows the ${here}: ` +
     `libtensorflow${facts.tfVersion ? ` ${facts.tfVersion}` : ''} needs ${cudaNeeds(facts.tfVersion)} on the library path ` +
