@@ -63,6 +63,7 @@ export type { ClassificationMetrics, ClassMetrics } from './train/metrics.js';
 
 // Engine and files
 export { BACKEND_ORDER, initEngine, probeBackends } from './engine/backend.js';
+export type { KernelCheckFailure, KernelsMode } from './engine/kernel-overrides.js';
 export type { BackendName, BackendProbe, BackendRequest, EngineInfo, EngineOptions, GpuAdapterSummary, ProbeBackendsOptions } from './engine/backend.js';
 export { SPEED_PROBE_DEFAULTS, speedProbe, speedProbes } from './engine/speed-probe.js';
 export { FusedInference } from './engine/fused-inference.js';
