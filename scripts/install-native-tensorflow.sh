@@ -38,7 +38,7 @@ fi
 
 [[ "$(uname -s)-$(uname -m)" == "Linux-x86_64" ]] || fail "only Linux x86_64 is supported (the tensorflow-cpu wheel's libraries); this is $(uname -s)-$(uname -m)"
 for tool in node npm python3 g++ make unzip; do
-  command -v "$tool" >/dev/null || fail "$tool is missing (apt-get install ${tool/g++/g++ make})"
+  command -v "$tool" >/dev/null || fail "$tool is missing: install it (Debian: apt-get install g++ make unzip python3-pip)"
 done
 [[ -d node_modules/@tensorflow/tfjs ]] || fail "node_modules/@tensorflow/tfjs is missing: run npm ci first"
 
