@@ -79,6 +79,7 @@ const metrics: ClassificationMetrics & { classes: string[] } = {
   classes: ['cat', 'dog', 'fish'],
   samples: 30,
   accuracy: 0.8,
+  accuracyCI95: [0.627, 0.905],
   loss: 0.45,
   balancedAccuracy: 0.79,
   perClass: {

@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { backbones } from '../backbones/registry.js';
 import { FinetuneError, UsageError } from '../errors.js';
+import { formatAccuracy } from '../train/metrics.js';
 import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
 import { doctorCommand } from './doctor.js';
 import { evaluateCommand } from './evaluate.js';
@@ -87,7 +88,7 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
 function summary(result: FineTuneResult): string {
   const lines = [`finetune: done in ${result.seconds.toFixed(1)} s on ${result.engine.backend}`];
   if (result.metrics) {
-    lines.push(`  validation accuracy ${result.metrics.accuracy.toFixed(4)}, loss ${result.metrics.loss.toFixed(4)} (${result.metrics.samples} images)`);
+    lines.push(`  validation accuracy ${formatAccuracy(result.metrics)}; loss ${result.metrics.loss.toFixed(4)}`);
   }
   if (result.predictions.length > 0) lines.push(`  predicted ${result.predictions.length} test images`);
   if (result.skipped > 0) lines.push(`  skipped ${result.skipped} files (listed in skipped.csv)`);

@@ -297,10 +297,12 @@ export async function writeEvaluation(result: EvaluationResult, outDir: string):
     classes: result.classes,
     samples: metrics.samples,
     accuracy: metrics.accuracy,
+    accuracyCI95: metrics.accuracyCI95,
     balancedAccuracy: metrics.balancedAccuracy,
     loss: metrics.loss,
     topKAccuracy: metrics.topKAccuracy,
     ...(metrics.rocAuc !== undefined ? { rocAuc: metrics.rocAuc, rocAucPositiveClass: metrics.rocAucPositiveClass } : {}),
+    ...(metrics.rocAucMacro !== undefined ? { rocAucMacro: metrics.rocAucMacro } : {}),
     perClass: metrics.perClass,
     confusionMatrix: metrics.confusionMatrix,
     extraClasses: result.extraClasses,
@@ -341,9 +343,12 @@ export function evaluationTable(result: EvaluationResult): string {
     `${metrics.samples} images${result.split ? ` (${result.split}/)` : ''}: accuracy ${f(metrics.accuracy)}, ` +
       `balanced accuracy ${f(metrics.balancedAccuracy)}, loss ${f(metrics.loss)}`,
   );
+  const [lo, hi] = metrics.accuracyCI95;
+  lines.push(`accuracy 95 % CI ${lo.toFixed(2)}–${hi.toFixed(2)} (Wilson): a difference inside it is within this set's noise`);
   const topk = Object.entries(metrics.topKAccuracy).filter(([k]) => k !== '1');
   if (topk.length > 0) lines.push(topk.map(([k, v]) => `top-${k} accuracy ${f(v)}`).join(', '));
   if (metrics.rocAuc !== undefined) lines.push(`ROC AUC ${f(metrics.rocAuc)} (positive class: ${metrics.rocAucPositiveClass})`);
+  else if (metrics.rocAucMacro !== undefined) lines.push(`ROC AUC ${f(metrics.rocAucMacro)} (macro average, one class against the rest)`);
   lines.push('');
   const width = Math.max(5, ...classes.map((c) => c.length));
   const pad = (s: string, n: number) => s.padEnd(n);

@@ -174,6 +174,8 @@ function metricsSection(metrics: ReportInput['metrics'], split: string): string 
     ['balanced accuracy (mean recall)', fixed(metrics.balancedAccuracy)],
   ];
   if (metrics.rocAuc !== undefined) rows.push([`ROC AUC (${metrics.classes[1] ?? 'second class'} as positive)`, fixed(metrics.rocAuc)]);
+  else if (metrics.rocAucMacro !== undefined) rows.push(['ROC AUC (macro, one-vs-rest)', fixed(metrics.rocAucMacro)]);
+  if (metrics.accuracyCI95) rows.push(['accuracy, 95 % interval (Wilson)', `${fixed(metrics.accuracyCI95[0])}–${fixed(metrics.accuracyCI95[1])}`]);
   const f1s = Object.values(metrics.perClass).filter((c) => c.support > 0).map((c) => c.f1);
   if (f1s.length > 0) rows.push(['macro F1 (classes with images)', fixed(f1s.reduce((a, b) => a + b, 0) / f1s.length)]);
   return section('metrics', `Metrics (${split})`, table(['metric', 'value'], rows, [1]));
