@@ -348,3 +348,97 @@ export function runWebGPUProgram(
 export function freeData(backend: tf.KernelBackend, info: TensorInfo): void {
   backend.disposeData(info.dataId);
 }
+
+// ── Counting the WebGPU backend's work ──────────────────────────────────────────────────────────
+//
+// What a training step costs a GPU beyond its arithmetic is mostly per-operation: each program
+// dispatched, each buffer taken from the pool, each read back to the CPU. These hooks see them at
+// the points tfjs-backend-webgpu 4.22 does them: `runWebGPUProgram` (every shader), its buffer
+// manager's `acquireBuffer` (outputs, uploads, uniforms, staging; a new GPU buffer when its pool
+// has none of that size and usage) and `getBufferData` (every GPU→CPU read of `data()`), plus the
+// engine's `runKernelFunc` (every kernel and custom-gradient op, for naming what dispatched).
+
+/** What the WebGPU backend just did. */
+export interface WebGPUWorkHooks {
+  /** A shader was dispatched; `program` is its class name (e.g. BinaryOpProgram). */
+  dispatch?(program: string): void;
+  /** A buffer was taken from the pool; `created` when the pool had none and a GPU buffer was made. */
+  acquire?(bytes: number, created: boolean): void;
+  /** A buffer was read back to the CPU. */
+  read?(bytes: number): void;
+}
+
+interface WebGPUBackendWork {
+  runWebGPUProgram(program: WebGPUProgram, ...rest: unknown[]): TensorInfo;
+  getBufferData(buffer: { size: number }): Promise<ArrayBuffer>;
+  bufferManager: { numBytesAllocated: number; acquireBuffer(size: number, ...rest: unknown[]): unknown };
+}
+
+/**
+ * Calls `hooks` as the active WebGPU backend works, until the returned function is called. Throws
+ * when the active backend is not webgpu. Hooks nest: each later one wraps the earlier ones.
+ */
+export function hookWebGPUWork(hooks: WebGPUWorkHooks): () => void {
+  if (tf.getBackend() !== 'webgpu') throw new Error(`counting GPU work needs the webgpu backend, not ${tf.getBackend()}`);
+  const backend = tf.backend() as unknown as WebGPUBackendWork;
+  const manager = backend.bufferManager;
+  const own = {
+    run: Object.prototype.hasOwnProperty.call(backend, 'runWebGPUProgram'),
+    get: Object.prototype.hasOwnProperty.call(backend, 'getBufferData'),
+    acquire: Object.prototype.hasOwnProperty.call(manager, 'acquireBuffer'),
+  };
+  const run = backend.runWebGPUProgram;
+  const get = backend.getBufferData;
+  const acquire = manager.acquireBuffer;
+  backend.runWebGPUProgram = function (this: WebGPUBackendWork, program: WebGPUProgram, ...rest: unknown[]) {
+    hooks.dispatch?.(program.constructor.name);
+    return run.call(this, program, ...rest);
+  };
+  backend.getBufferData = function (this: WebGPUBackendWork, buffer: { size: number }) {
+    hooks.read?.(buffer.size);
+    return get.call(this, buffer);
+  };
+  manager.acquireBuffer = function (this: WebGPUBackendWork['bufferManager'], size: number, ...rest: unknown[]) {
+    const before = this.numBytesAllocated;
+    const buffer = acquire.call(this, size, ...rest);
+    hooks.acquire?.(size, this.numBytesAllocated !== before);
+    return buffer;
+  };
+  return () => {
+    // Put back exactly what was there: an own property, or the class's method.
+    if (own.run) backend.runWebGPUProgram = run;
+    else delete (backend as Partial<WebGPUBackendWork>).runWebGPUProgram;
+    if (own.get) backend.getBufferData = get;
+    else delete (backend as Partial<WebGPUBackendWork>).getBufferData;
+    if (own.acquire) manager.acquireBuffer = acquire;
+    else delete (manager as Partial<WebGPUBackendWork['bufferManager']>).acquireBuffer;
+  };
+}
+
+interface EngineKernelRuns {
+  runKernelFunc(params: { kernelName?: string }): unknown;
+  state: { activeScope: { name: string } | null };
+}
+
+/**
+ * Calls `enter(name)` before and `exit()` after every kernel the engine runs (a registered kernel
+ * by its name, a custom-gradient op by its scope name, as tf.profile names them), until the
+ * returned function is called. Kernels a kernel calls on the backend directly are not seen.
+ */
+export function hookKernelRuns(enter: (name: string) => void, exit: () => void): () => void {
+  const engine = tf.engine() as unknown as EngineKernelRuns;
+  const own = Object.prototype.hasOwnProperty.call(engine, 'runKernelFunc');
+  const original = engine.runKernelFunc;
+  engine.runKernelFunc = function (this: EngineKernelRuns, params: { kernelName?: string }) {
+    enter(params.kernelName ?? this.state.activeScope?.name ?? 'customOp');
+    try {
+      return original.call(this, params);
+    } finally {
+      exit();
+    }
+  };
+  return () => {
+    if (own) engine.runKernelFunc = original;
+    else delete (engine as Partial<EngineKernelRuns>).runKernelFunc;
+  };
+}

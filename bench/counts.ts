@@ -1,0 +1,168 @@
+/**
+ * What one training step costs the WebGPU backend beyond arithmetic: shader dispatches, GPU→CPU
+ * reads and buffers taken from the pool, counted on a real step of the product's Trainer.
+ *
+ * The Trainer trains MobileNetV2 (random weights, finetune's head, dropout 0.2, Adam) on a
+ * synthetic set of exactly 3 batches of random pixels (`augment: 'none'`, the loss read back only at
+ * the epoch's end): batch 1 warms up (shaders, Adam's moments), batch 2 is counted — from the end of
+ * batch 1 to the end of batch 2, so the batch's assembly (gathered from the activation cache, or
+ * the images preprocessed) is in it — and batch 3 ends the epoch, whose reads (the loss and
+ * accuracy sums) are counted apart. Two trainable sets: every layer (`full`), and stage 2's
+ * default (the top 2 blocks and the head).
+ *
+ * None of these counts depends on the adapter's speed, so a CPU adapter (lavapipe) counts exactly.
+ * They can depend on the input size where a kernel picks its shader by shape; `countsAtSizes`
+ * measures several sizes so that a report says whether they do.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { mobileNetV2, mobileNetV2Blocks } from '../src/backbones/mobilenet_v2.js';
+import { MOBILENET_PREPROCESSING } from '../src/backbones/preprocess.js';
+import type { ImageSet } from '../src/data/batches.js';
+import { MemoryPixelStore } from '../src/data/pixel-store.js';
+import { Rng } from '../src/data/rng.js';
+import { DEFAULTS } from '../src/defaults.js';
+import { topCounts, WebGPUWorkCounter, type WebGPUWorkCounts } from '../src/engine/webgpu-counts.js';
+import { attachHead } from '../src/train/head.js';
+import { Trainer } from '../src/train/trainer.js';
+import type { Callback, UnfreezeSpec } from '../src/train/types.js';
+
+export type CountsStage = 'full' | 'stage2';
+
+export interface CountsOptions {
+  alpha: number;
+  imageSize: number;
+  batch: number;
+  stage: CountsStage;
+  /** Top rows of the per-kernel and per-shader tables (default 15). */
+  top?: number;
+}
+
+export interface CountsResult {
+  measurement: 'counts';
+  model: string;
+  alpha: number;
+  imageSize: number;
+  batch: number;
+  stage: CountsStage;
+  /** What trains in this step. */
+  trains: string;
+  /** Layers of the model (backbone + head). */
+  layers: number;
+  /** Layers the step runs with the gradient tape on (above the frozen part). */
+  stepLayers: number;
+  dispatchesPerStep: number;
+  /** GPU→CPU reads inside the counted step (the loss is read back only at the epoch's end). */
+  readsPerStep: number;
+  allocationsPerStep: number;
+  /** Of the allocations, those the buffer pool could not serve (new GPU buffers). */
+  newBuffersPerStep: number;
+  /** Dispatches per layer in the step (`stepLayers`). */
+  dispatchesPerLayer: number;
+  /** Reads when the epoch ended (the Trainer's loss and metric sums). */
+  epochEndReads: number;
+  /** Dispatches by tfjs kernel or custom op (the outermost running), largest first. */
+  topKernels: Array<{ name: string; count: number }>;
+  /** Dispatches by shader class, largest first. */
+  topPrograms: Array<{ name: string; count: number }>;
+  /** Dispatches by kernel and shader class, largest first. */
+  topKernelPrograms: Array<{ name: string; count: number }>;
+  seconds: number;
+  notes: string[];
+}
+
+const CLASSES = 2;
+
+/** Counts one training step; the webgpu backend must be active. */
+export async function measureCounts(options: CountsOptions, log: (line: string) => void = () => {}): Promise<CountsResult> {
+  if (tf.getBackend() !== 'webgpu') throw new Error(`counts need the webgpu backend, not ${tf.getBackend()}`);
+  const { alpha, imageSize, batch, stage } = options;
+  const started = performance.now();
+  const model = attachHead(mobileNetV2({ alpha, imageSize }), { numClasses: CLASSES, dropout: DEFAULTS.dropout, seed: 1 });
+  const blocks = mobileNetV2Blocks(alpha);
+  const what: UnfreezeSpec = stage === 'full' ? { blocks: blocks.length } : { blocks: DEFAULTS.unfreeze };
+
+  const windows: WebGPUWorkCounts[] = [];
+  let counter: WebGPUWorkCounter | undefined;
+  const perBatch: Callback = {
+    onBatchEnd: () => {
+      if (!counter) counter = new WebGPUWorkCounter(); // after the warm-up batch
+      else windows.push(counter.take());
+    },
+  };
+  const trainer = new Trainer(model, blocks, { train: syntheticSet(3 * batch, imageSize) }, MOBILENET_PREPROCESSING, {
+    augment: 'none',
+    batchSize: batch,
+    seed: 1,
+    // Read the loss only at the epoch's end, so the counted step holds no read the Trainer chose.
+    readbackSeconds: 1e9,
+    callbacks: [perBatch],
+  });
+  try {
+    trainer.unfreeze(what);
+    const stepLayers = model.layers.length - 1 - trainer.layers.split.boundary;
+    log(`counts: MobileNetV2 α=${alpha} ${imageSize} px, batch ${batch}, ${stage}: 3 steps (${stepLayers} of ${model.layers.length} layers in the step)…`);
+    await trainer.fit(1, 1e-4);
+    const [step, last] = windows;
+    if (!step || !last) throw new Error(`expected 3 batches, saw ${windows.length + 1}`);
+    const top = options.top ?? 15;
+    return {
+      measurement: 'counts',
+      model: `MobileNetV2 α=${Number.isInteger(alpha) ? alpha.toFixed(1) : alpha} ${imageSize} px`,
+      alpha,
+      imageSize,
+      batch,
+      stage,
+      trains: stage === 'full' ? 'every layer' : `the top ${DEFAULTS.unfreeze} blocks and the head (stage 2's default)`,
+      layers: model.layers.length,
+      stepLayers,
+      dispatchesPerStep: step.dispatches,
+      readsPerStep: step.reads,
+      allocationsPerStep: step.allocations,
+      newBuffersPerStep: step.newBuffers,
+      dispatchesPerLayer: Math.round((100 * step.dispatches) / stepLayers) / 100,
+      epochEndReads: last.reads,
+      topKernels: topCounts(step.byKernel, top),
+      topPrograms: topCounts(step.byProgram, top),
+      topKernelPrograms: topCounts(step.byKernelProgram, 2 * top),
+      seconds: Math.round((performance.now() - started) / 100) / 10,
+      notes: [],
+    };
+  } finally {
+    counter?.stop();
+    trainer.dispose();
+    model.dispose();
+  }
+}
+
+/** `n` images of random pixels, alternating between the classes. */
+function syntheticSet(n: number, size: number): ImageSet {
+  const rng = new Rng(7);
+  const images = Array.from({ length: n }, () => Uint8Array.from({ length: size * size * 3 }, () => rng.int(256)));
+  return {
+    images: new MemoryPixelStore(images),
+    labels: Int32Array.from({ length: n }, (_, i) => i % CLASSES),
+    paths: images.map((_, i) => `synthetic-${i}.png`),
+  };
+}
+
+/**
+ * The counts at each size (same model, batch and stage), with a note on each result saying whether
+ * they all agree, so a count measured small can stand for a size too slow to step through here.
+ */
+export async function countsAtSizes(
+  base: Omit<CountsOptions, 'imageSize'>,
+  sizes: number[],
+  log: (line: string) => void = () => {},
+): Promise<CountsResult[]> {
+  const results: CountsResult[] = [];
+  for (const imageSize of sizes) results.push(await measureCounts({ ...base, imageSize }, log));
+  const key = (r: CountsResult) => `${r.dispatchesPerStep}/${r.readsPerStep}/${r.allocationsPerStep}`;
+  if (results.length > 1) {
+    const same = results.every((r) => key(r) === key(results[0]!));
+    const note = same
+      ? `dispatches, reads and allocations are the same at ${sizes.join(', ')} px`
+      : `the counts differ between ${sizes.join(', ')} px (${results.map((r) => `${r.imageSize}: ${key(r)}`).join('; ')})`;
+    for (const r of results) r.notes.push(note);
+  }
+  return results;
+}
