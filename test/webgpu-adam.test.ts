@@ -1,0 +1,134 @@
+/**
+ * WebGPUAdam (src/engine/webgpu-adam.ts) against FusedAdam on the cpu backend: the same variables
+ * and gradients over several steps give the same weights and moments; checkpoints pass between
+ * them; a step dispatches one shader for the moments and one per variable besides the gradients'
+ * concat. Needs a WebGPU adapter (lavapipe will do): skipped without one, failing under CI.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { WebGPUAdam } from '../src/engine/webgpu-adam.js';
+import { WebGPUWorkCounter } from '../src/engine/webgpu-counts.js';
+import { FusedAdam } from '../src/train/optimizer.js';
+import { randoms, relativeError } from './helpers/kernel-check.js';
+import { needWebgpu, startWebgpu } from './helpers/webgpu.js';
+
+let unavailable: string | undefined;
+beforeAll(async () => {
+  unavailable = await startWebgpu();
+});
+
+/** Variable shapes of a conv + BN + dense model in miniature, and one left without a gradient. */
+const SHAPES: number[][] = [[3, 3, 4, 8], [8], [8], [1, 1, 8, 70], [70], [70, 3], [3], [5]];
+const NO_GRADIENT = 7;
+
+function makeVariables(backend: string): tf.Variable[] {
+  return SHAPES.map((shape, i) => {
+    const values = randoms(tf.util.sizeFromShape(shape), 10 + i);
+    return tf.variable(tf.tensor(values, shape), true, `${backend}_v${i}`);
+  });
+}
+
+function gradientsFor(variables: tf.Variable[], step: number): tf.NamedTensorMap {
+  const grads: tf.NamedTensorMap = {};
+  variables.forEach((v, i) => {
+    if (i !== NO_GRADIENT) grads[v.name] = tf.tensor(randoms(v.size, 100 * step + i), v.shape);
+  });
+  return grads;
+}
+
+async function values(tensors: tf.Tensor[]): Promise<number[]> {
+  return (await Promise.all(tensors.map((t) => t.data()))).flatMap((d) => Array.from(d));
+}
+
+/** Runs `steps` steps of the optimizer `make` builds on `backend`; returns weights and moments. */
+async function run(backend: string, make: (vars: tf.Variable[]) => FusedAdam | WebGPUAdam, steps: number) {
+  await tf.setBackend(backend);
+  const variables = makeVariables(backend);
+  const optimizer = make(variables);
+  for (let s = 1; s <= steps; s++) {
+    const grads = gradientsFor(variables, s);
+    optimizer.applyGradients(grads);
+    tf.dispose(Object.values(grads));
+  }
+  const [iter, ...moments] = await optimizer.getWeights();
+  const result = { weights: await values(variables), moments: await values(moments.map((m) => m.tensor)), iter: (await iter!.tensor.data())[0] };
+  iter!.tensor.dispose();
+  optimizer.dispose();
+  tf.dispose(variables);
+  return result;
+}
+
+describe('WebGPUAdam', () => {
+  it('matches FusedAdam on the cpu backend over 3 steps (weights and moments)', async (ctx) => {
+    needWebgpu(ctx, unavailable);
+    const want = await run('cpu', (v) => new FusedAdam(v, 0.01), 3);
+    const got = await run('webgpu', (v) => new WebGPUAdam(v, 0.01), 3);
+    expect(got.iter).toBe(3);
+    expect(relativeError(got.weights, want.weights)).toBeLessThan(1e-5);
+    expect(relativeError(got.moments, want.moments)).toBeLessThan(1e-5);
+  });
+
+  it('continues from a FusedAdam checkpoint as FusedAdam would', async (ctx) => {
+    needWebgpu(ctx, unavailable);
+    // FusedAdam on cpu: 2 steps, save, 1 more.
+    await tf.setBackend('cpu');
+    const cpuVars = makeVariables('cpu');
+    const fused = new FusedAdam(cpuVars, 0.01);
+    for (const s of [1, 2]) fused.applyGradients(gradientsFor(cpuVars, s));
+    const saved = await Promise.all((await fused.getWeights()).map(async (w) => ({ name: w.name, shape: w.tensor.shape, dtype: w.tensor.dtype, data: await w.tensor.data() })));
+    const startWeights = await values(cpuVars);
+    fused.applyGradients(gradientsFor(cpuVars, 3));
+    const want = await values(cpuVars);
+
+    await tf.setBackend('webgpu');
+    const gpuVars = makeVariables('webgpu');
+    gpuVars.forEach((v, i) => v.assign(tf.tensor(startWeights.slice(...span(i)), v.shape)));
+    const adam = new WebGPUAdam(gpuVars, 0.01);
+    const restored = saved.map((w) => ({ name: w.name, tensor: tf.tensor(w.data, w.shape, w.dtype) }));
+    await adam.setWeights(restored);
+    tf.dispose(restored.map((w) => w.tensor));
+    expect(adam.iterations).toBe(2);
+    adam.applyGradients(gradientsFor(gpuVars, 3));
+    expect(relativeError(await values(gpuVars), want)).toBeLessThan(1e-5);
+    adam.dispose();
+    tf.dispose(gpuVars);
+    fused.dispose();
+    tf.dispose(cpuVars);
+  });
+
+  it('dispatches one shader for the moments and one per variable with a gradient, besides the concat', async (ctx) => {
+    needWebgpu(ctx, unavailable);
+    await tf.setBackend('webgpu');
+    const variables = makeVariables('count');
+    const adam = new WebGPUAdam(variables, 0.01);
+    const grads = gradientsFor(variables, 1);
+    adam.applyGradients(grads); // first step: also fills the zero moments
+    const counter = new WebGPUWorkCounter();
+    try {
+      const concat = tf.concat(variables.map((v) => (grads[v.name] ? tf.reshape(grads[v.name]!, [-1]) : tf.zeros([v.size]))));
+      const concatDispatches = counter.take().dispatches;
+      concat.dispose();
+      adam.applyGradients(grads);
+      const step = counter.take();
+      expect(step.reads).toBe(0);
+      expect(step.dispatches).toBe(concatDispatches + 1 + (variables.length - 1));
+    } finally {
+      counter.stop();
+      tf.dispose(Object.values(grads));
+      adam.dispose();
+      tf.dispose(variables);
+    }
+  });
+
+  it('refuses another backend, saying what to use', async () => {
+    await tf.setBackend('cpu');
+    expect(() => new WebGPUAdam([], 0.01)).toThrow(/webgpu backend only.*FusedAdam/);
+  });
+});
+
+/** [start, end) of variable i's values in the flat weights. */
+function span(i: number): [number, number] {
+  const sizes = SHAPES.map((s) => tf.util.sizeFromShape(s));
+  const start = sizes.slice(0, i).reduce((a, b) => a + b, 0);
+  return [start, start + sizes[i]!];
+}
