@@ -112,6 +112,8 @@ export interface FineTuneResult {
   history: EpochLogs[];
   /** Validation metrics of the final (best) model; undefined without a validation set. */
   metrics?: ClassificationMetrics;
+  /** Metrics of the final model on the labelled test set (test/<class>/); undefined without one. */
+  testMetrics?: ClassificationMetrics;
   /** Predictions for the test images. */
   predictions: { file: string; label: string; confidence: number; probabilities: number[] }[];
   skipped: number;
@@ -156,7 +158,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     opts.fineTuneEpochs > 0 && !fromScratch ? (opts.unfreezeFrom !== undefined ? { fromLayer: opts.unfreezeFrom } : { blocks: opts.unfreeze }) : undefined;
   if (stage2) unfreezeLayers(backbone, blocks, stage2); // a split that cannot work fails now, not after stage 1
   const weightsSource = await loadWeights(backbone, spec, opts, reporter);
-  const decodeTask = reporter.task('decoding', layout.train.length + layout.valid.length + layout.test.length, 'images');
+  const decodeTask = reporter.task('decoding', layout.train.length + layout.valid.length + layout.test.length + (layout.testLabelled?.length ?? 0), 'images');
   const data = await loadImageData(layout, {
     size: opts.imageSize,
     resize: opts.resize,
@@ -170,7 +172,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   }
   decodeTask.finish(
     `decoded ${data.train.images.length} train, ${data.valid.images.length} validation (${layout.validSource}), ` +
-      `${data.test.images.length} test images; ${data.skipped.length} skipped`,
+      `${data.test.images.length} test images to label${data.testLabelled.images.length > 0 ? `, ${data.testLabelled.images.length} labelled test images` : ''}; ${data.skipped.length} skipped`,
   );
   const fingerprint = dataFingerprint(dataRoot, data);
   try {
@@ -259,6 +261,12 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       metrics = classificationMetrics(validProbabilities, data.valid.labels, data.classes);
     }
     const predictions = await predictTest(trainer, data, dataRoot, reporter);
+    // The labelled test set is looked at once, here: nothing above (early stopping, the learning
+    // rate, the epoch kept) saw it, so its accuracy is not optimistic the way validation's is.
+    const testMetrics =
+      data.testLabelled.images.length > 0
+        ? classificationMetrics(await trainer.predictProbabilities(data.testLabelled), data.testLabelled.labels, data.classes)
+        : undefined;
     const best = earlyStopping.bestEpoch;
     const finalConfig = {
       ...config,
@@ -266,6 +274,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         bestEpoch: best ?? null,
         valAccuracy: metrics?.accuracy ?? null,
         valLoss: metrics?.loss ?? null,
+        ...(testMetrics ? { testAccuracy: testMetrics.accuracy, testLoss: testMetrics.loss } : {}),
         stageSeconds: trainer.stageSeconds,
         seconds: (performance.now() - started) / 1000,
       },
@@ -273,7 +282,9 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     await saveModelDir(model, files(RUN_FILES.model));
     await writeJson(files(RUN_FILES.config), finalConfig);
     await writeHistoryCsv(files(RUN_FILES.history), trainer.history);
-    if (metrics) await writeJson(files(RUN_FILES.metrics), { classes: data.classes, ...metrics });
+    if (metrics || testMetrics) {
+      await writeJson(files(RUN_FILES.metrics), { classes: data.classes, ...metrics, ...(testMetrics ? { test: testMetrics } : {}) });
+    }
     await writeSkippedCsv(files(RUN_FILES.skipped), data.skipped, dataRoot);
     // The pictures are a view of the run, not the run: one that cannot be drawn (e.g. a
     // confusion matrix of thousands of classes is too large for the SVG renderer) must not fail it.
@@ -298,7 +309,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     }
     // A rerun with --overwrite must not leave an earlier run's files that this run did not write,
     // and a finished run needs no checkpoint: the model is complete.
-    if (!metrics) await fs.rm(files(RUN_FILES.metrics), { force: true });
+    if (!metrics && !testMetrics) await fs.rm(files(RUN_FILES.metrics), { force: true });
     if (predictions.length === 0) await fs.rm(files(RUN_FILES.predictions), { force: true });
     await fs.rm(files(RUN_FILES.checkpoint), { recursive: true, force: true });
 
@@ -308,7 +319,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         `${RUN_FILES.model}/`,
         RUN_FILES.config,
         RUN_FILES.history,
-        ...(metrics ? [RUN_FILES.metrics] : []),
+        ...(metrics || testMetrics ? [RUN_FILES.metrics] : []),
         RUN_FILES.skipped,
         ...(predictions.length > 0 ? [RUN_FILES.predictions] : []),
         ...reportFiles,
@@ -317,6 +328,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       engine,
       history: trainer.history,
       metrics,
+      ...(testMetrics ? { testMetrics } : {}),
       predictions,
       skipped: data.skipped.length,
       seconds: (performance.now() - started) / 1000,
@@ -573,7 +585,7 @@ async function openCheckpoint(dir: string, opts: ResolvedOptions): Promise<Loade
  */
 function dataFingerprint(root: string, data: ImageData): string {
   const hash = createHash('sha256');
-  for (const [split, set] of [['train', data.train], ['valid', data.valid], ['test', data.test]] as const) {
+  for (const [split, set] of [['train', data.train], ['valid', data.valid], ['test', data.test], ['test', data.testLabelled]] as const) {
     set.paths.forEach((file, i) => hash.update(`${split}\t${set.labels[i]}\t${relativeName(root, file)}\n`));
   }
   return hash.digest('hex').slice(0, 16);
@@ -616,6 +628,7 @@ function runConfig(args: {
       train: countPerClass(data.train.labels),
       valid: countPerClass(data.valid.labels),
       test: data.test.images.length,
+      ...(data.testLabelled.images.length > 0 ? { testLabelled: countPerClass(data.testLabelled.labels) } : {}),
       skipped: data.skipped.length,
       ignored: layoutInfo.ignored,
     },

@@ -90,6 +90,9 @@ function summary(result: FineTuneResult): string {
   if (result.metrics) {
     lines.push(`  validation accuracy ${formatAccuracy(result.metrics)}; loss ${result.metrics.loss.toFixed(4)}`);
   }
+  if (result.testMetrics) {
+    lines.push(`  test accuracy ${formatAccuracy(result.testMetrics)}; loss ${result.testMetrics.loss.toFixed(4)} (test/<class>/, not seen in training)`);
+  }
   if (result.predictions.length > 0) lines.push(`  predicted ${result.predictions.length} test images`);
   if (result.skipped > 0) lines.push(`  skipped ${result.skipped} files (listed in skipped.csv)`);
   lines.push(`  outputs in ${result.out}: ${result.files.join(', ')}`);

@@ -10,6 +10,8 @@ export interface ImageData {
   valid: ImageSet;
   /** Unlabelled images (labels all -1). */
   test: ImageSet;
+  /** Labelled test images (test/<class>/), evaluated after training; empty when there are none. */
+  testLabelled: ImageSet;
   skipped: SkippedFile[];
   /** How many images went to the spill file because the memory budget was full. */
   spilled: number;
@@ -40,6 +42,7 @@ export async function loadImageData(layout: DatasetLayout, options: LoadImageDat
     { name: 'train', files: layout.train },
     { name: 'valid', files: layout.valid },
     { name: 'test', files: layout.test.map((path) => ({ path, label: -1 })) },
+    { name: 'test', files: layout.testLabelled ?? [] },
   ];
   const total = splits.reduce((n, s) => n + s.files.length, 0);
   const bytesPerImage = options.size * options.size * 3;
@@ -81,6 +84,7 @@ export async function loadImageData(layout: DatasetLayout, options: LoadImageDat
     train: sets[0]!,
     valid: sets[1]!,
     test: sets[2]!,
+    testLabelled: sets[3]!,
     skipped,
     spilled: stores.reduce((n, s) => n + s.spilledCount, 0),
     memoryBytes: stores.reduce((n, s) => n + (s.length - s.spilledCount) * bytesPerImage, 0),

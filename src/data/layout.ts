@@ -7,6 +7,7 @@
  *   data/valid/<class>/*.jpg          optional; also `validation/` or `val/`. Without it, a seeded,
  *                                     stratified share of train is held out (valSplit)
  *   data/test/*.jpg                   optional; unlabelled images to label (test/unknown/*.jpg too)
+ *   data/test/<class>/*.jpg           optional; a labelled test set, evaluated once after training
  *
  * or, like Keras `image_dataset_from_directory`, class folders directly in `data/` (no `train/`).
  */
@@ -237,15 +238,24 @@ export async function discoverLayout(root: string, options: DiscoverOptions = {}
 
   // ---- test
   let test: string[] = [];
+  const testLabelled: LabelledFile[] = [];
   if (testName !== undefined) {
-    const scan = await scanFiles(path.join(absRoot, testName));
+    const testDir = path.join(absRoot, testName);
+    const scan = await scanFiles(testDir);
     countIgnored(scan, ignored);
     skipped.push(...scan.broken.map((f) => brokenLink(f, 'test')));
-    test = scan.images;
+    // test/<class>/ named like a training class is a labelled test set; everything else
+    // (test/*.jpg, test/unknown/, other folders) is to be labelled.
+    for (const file of scan.images) {
+      const first = path.relative(testDir, file).split(path.sep)[0]!;
+      const label = first === path.basename(file) ? -1 : classes.indexOf(first);
+      if (label >= 0) testLabelled.push({ path: file, label });
+      else test.push(file);
+    }
   }
 
   skipped.sort((a, b) => compareCodePoints(a.path, b.path));
-  return { root: absRoot, classes, train, valid, test, validSource, ignored, skipped, warnings };
+  return { root: absRoot, classes, train, valid, test, ...(testLabelled.length > 0 ? { testLabelled } : {}), validSource, ignored, skipped, warnings };
 }
 
 // ---------------------------------------------------------------------------------------------------

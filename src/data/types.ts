@@ -25,6 +25,11 @@ export interface DatasetLayout {
   /** Unlabelled images to predict (test/unknown/* or test/*), absolute paths, sorted. */
   test: string[];
   /**
+   * Labelled test images: those in test/<class>/ folders named like a training class. Evaluated
+   * once after training and reported apart; they never steer training (validation does).
+   */
+  testLabelled?: LabelledFile[];
+  /**
    * Where the validation set came from: the folder's name as found ('valid', 'validation', 'val', any
    * case), 'split' (held out from train), or 'none' (no validation folder and a split of 0).
    */

@@ -150,6 +150,8 @@ function summarySection(config: RunConfig, metrics: ReportInput['metrics'], spli
   cards.push([`${split} loss`, fixed(loss)]);
   if (metrics) cards.push(['balanced accuracy', percent(metrics.balancedAccuracy)]);
   if (metrics?.rocAuc !== undefined) cards.push(['ROC AUC', fixed(metrics.rocAuc)]);
+  const testAccuracy = numberOrUndefined(results?.testAccuracy);
+  if (testAccuracy !== undefined) cards.push(['test accuracy (test/<class>/, unseen in training)', percent(testAccuracy)]);
   if (metrics) cards.push([`${split} images`, String(metrics.samples)]);
   if (results?.bestEpoch) cards.push(['kept epoch', `stage ${results.bestEpoch.stage}, epoch ${results.bestEpoch.epoch}`]);
   const seconds = numberOrUndefined(results?.seconds);

@@ -29,6 +29,9 @@ export interface RunConfig {
     bestEpoch?: { stage: number; epoch: number } | null;
     valAccuracy?: number | null;
     valLoss?: number | null;
+    /** On test/<class>/, when the data had a labelled test set. */
+    testAccuracy?: number | null;
+    testLoss?: number | null;
     stageSeconds?: number[];
     seconds?: number;
   };

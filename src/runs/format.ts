@@ -37,6 +37,9 @@ export function formatRunsTable(runs: readonly RunSummary[], options: RunsTableO
   const results: Column[] = [
     { header: 'val acc', align: 'right', cells: runs.map((r) => number(r.valAccuracy)) },
     { header: 'val loss', align: 'right', cells: runs.map((r) => number(r.valLoss)) },
+    ...(runs.some((r) => r.testAccuracy !== undefined)
+      ? [{ header: 'test acc', align: 'right' as const, cells: runs.map((r) => number(r.testAccuracy)) }]
+      : []),
     { header: 'time', align: 'right', cells: runs.map((r) => (r.seconds === undefined ? '—' : formatDuration(r.seconds))) },
   ];
   const optional: Column[] = differing.map((key) => ({

@@ -22,6 +22,8 @@ export interface RunSummary {
   complete: boolean;
   valAccuracy?: number;
   valLoss?: number;
+  /** Accuracy on the labelled test set (test/<class>/), when the run had one. */
+  testAccuracy?: number;
   /** metrics.json's balanced accuracy, when the run has one. */
   balancedAccuracy?: number;
   rocAuc?: number;
@@ -115,6 +117,7 @@ export async function loadRun(
     complete: results !== undefined,
     valAccuracy: numberOrUndefined(results?.valAccuracy) ?? metrics?.accuracy,
     valLoss: numberOrUndefined(results?.valLoss) ?? metrics?.loss,
+    testAccuracy: numberOrUndefined(results?.testAccuracy),
     balancedAccuracy: metrics?.balancedAccuracy,
     rocAuc: metrics?.rocAuc,
     f1: metrics?.f1,

@@ -1,0 +1,76 @@
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { discoverLayout } from '../src/data/layout.js';
+import { makeShapesDataset } from '../src/data/synthetic.js';
+import { fineTune } from '../src/finetune.js';
+import { findRuns } from '../src/runs/runs.js';
+import { formatRunsTable } from '../src/runs/format.js';
+
+let dir: string;
+
+/** A shapes folder whose test/ holds class folders (copies of validation images) and unknown/ images. */
+async function withLabelledTest(name: string, swapLabels: boolean): Promise<string> {
+  const data = path.join(dir, name);
+  await makeShapesDataset(data, { trainPerClass: 10, validPerClass: 4, testCount: 3, size: 48, seed: 11 });
+  const classes = readdirSync(path.join(data, 'train')).sort();
+  mkdirSync(path.join(data, 'test/unknown'), { recursive: true });
+  for (const f of readdirSync(path.join(data, 'test')).filter((f) => f.endsWith('.png'))) {
+    cpSync(path.join(data, 'test', f), path.join(data, 'test/unknown', f));
+    rmSync(path.join(data, 'test', f));
+  }
+  classes.forEach((c, i) => {
+    // Swapped: each class's images go into the next class's folder (every label wrong).
+    const target = path.join(data, 'test', swapLabels ? classes[(i + 1) % classes.length]! : c);
+    mkdirSync(target, { recursive: true });
+    for (const f of readdirSync(path.join(data, 'valid', c))) cpSync(path.join(data, 'valid', c, f), path.join(target, `${c}-${f}`));
+  });
+  return data;
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'finetune-test-split-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('a labelled test split (test/<class>/)', () => {
+  it('is found beside the images to label', async () => {
+    const data = await withLabelledTest('layout', false);
+    const layout = await discoverLayout(data);
+    expect(layout.testLabelled).toHaveLength(12);
+    expect(layout.test).toHaveLength(3); // test/unknown/ is still labelled by the model
+    expect(new Set(layout.testLabelled!.map((f) => f.label))).toEqual(new Set([0, 1, 2]));
+  });
+
+  it('is evaluated after training, reported apart, and never steers training', async () => {
+    const run = async (swap: boolean) => {
+      const data = await withLabelledTest(swap ? 'swapped' : 'right', swap);
+      const out = path.join(dir, `out-${swap ? 'swapped' : 'right'}`);
+      const result = await fineTune({
+        data, out, alpha: 0.35, imageSize: 32, weights: 'none', epochs: 3, batchSize: 8, augment: 'none', backend: 'wasm', patience: 1,
+      });
+      return { result, out, metrics: JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8')) };
+    };
+    const right = await run(false);
+    const swapped = await run(true);
+    // Same training either way: the test labels were never looked at before the end.
+    expect(swapped.result.history).toEqual(right.result.history.map((h) => ({ ...h, seconds: expect.any(Number) })));
+    const weights = (out: string) => {
+      const file = JSON.parse(readFileSync(path.join(out, 'model/model.json'), 'utf8')).weightsManifest[0].paths[0];
+      return readFileSync(path.join(out, 'model', file));
+    };
+    expect(weights(swapped.out).equals(weights(right.out))).toBe(true);
+    // Reported apart, with its interval: a model that is right on a test image is wrong on its swapped copy.
+    expect(right.metrics.test).toMatchObject({ samples: 12, accuracyCI95: [expect.any(Number), expect.any(Number)] });
+    expect(right.metrics.test.accuracy + swapped.metrics.test.accuracy).toBeLessThanOrEqual(1 + 1e-9);
+    expect(right.metrics.accuracy).toBeCloseTo(swapped.metrics.accuracy, 10); // validation unchanged
+    expect(right.result.testMetrics?.accuracy).toBe(right.metrics.test.accuracy);
+    expect(right.result.predictions).toHaveLength(3);
+    const config = JSON.parse(readFileSync(path.join(right.out, 'finetune.json'), 'utf8'));
+    expect(config.results.testAccuracy).toBe(right.metrics.test.accuracy);
+    expect(config.data.testLabelled).toEqual({ circle: 4, square: 4, triangle: 4 });
+    const table = formatRunsTable(await findRuns(dir));
+    expect(table).toMatch(/test acc/);
+  });
+});
