@@ -116,7 +116,7 @@ function splitSum(pixels: number, tiles: number, targetWorkgroups: number, minCh
 }
 
 /** Adds `partials` [splits, ...shape] over its first axis into a tensor of `shape`; frees `partials`. */
-function sumSplits(backend: tf.KernelBackend, partials: TensorInfo, splits: number, shape: number[]): TensorInfo {
+export function sumSplits(backend: tf.KernelBackend, partials: TensorInfo, splits: number, shape: number[]): TensorInfo {
   if (splits === 1) return view(partials, shape);
   const out = runWebGPUProgram(backend, new SumSplitsProgram(shape), [partials], 'float32', [{ type: 'int32', data: [splits] }]);
   freeData(backend, partials);
