@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -9,16 +8,17 @@ import { decodeImage } from '../src/data/decode.js';
 import { makeShapesDataset } from '../src/data/synthetic.js';
 import { initEngine } from '../src/engine/backend.js';
 import { loadModelDir } from '../src/io/model-io.js';
-import { repoRoot, sharedMobileNetWeights } from './helpers/shared.js';
+import { runCli, type CliRun } from './helpers/run-cli.js';
+import { needShared, repoRoot, sharedMobileNetWeights, TM_WEIGHTS } from './helpers/shared.js';
 
 const bin = path.join(repoRoot, 'bin/finetune.js');
 let dir: string;
 let data: string;
 let out: string;
 
+/** Runs the CLI without blocking this worker (a long spawnSync starves vitest's own messages). */
 function finetune(...args: string[]) {
-  const result = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', cwd: dir, timeout: 300_000 });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+  return runCli(process.execPath, [bin, ...args], { cwd: dir, timeout: 300_000 });
 }
 
 function parseCsv(text: string): string[][] {
@@ -38,15 +38,22 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('finetune <data> (child process)', () => {
-  it('trains both stages and writes every output with the right contents', async () => {
-    const shared = sharedMobileNetWeights();
-    const weights = shared ?? 'none';
-    const run = finetune(
+  /** The run both checks below read: pretrained weights when ../shared has them, else random ones. */
+  let pretrained: string | undefined;
+  let run: CliRun;
+  const readPredictions = () => parseCsv(readFileSync(path.join(out, 'predictions.csv'), 'utf8'));
+
+  beforeAll(async () => {
+    pretrained = sharedMobileNetWeights();
+    run = await finetune(
       data,
-      '--backbone', 'mobilenetv2', '--alpha', '0.35', '--image-size', '96', '--weights', weights,
+      '--backbone', 'mobilenetv2', '--alpha', '0.35', '--image-size', '96', '--weights', pretrained ?? 'none',
       '--epochs', '4', '--fine-tune-epochs', '1', '--batch-size', '16', '--lr', '0.003',
       '--backend', 'wasm', '--out', out,
     );
+  }, 300_000);
+
+  it('trains both stages and writes every output with the right contents', async () => {
     expect(run.stderr + run.stdout).not.toMatch(/\r/); // plain lines off a terminal
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/validation accuracy/);
@@ -70,30 +77,26 @@ describe('finetune <data> (child process)', () => {
     const history = parseCsv(readFileSync(path.join(out, 'history.csv'), 'utf8'));
     expect(history[0]).toEqual(['stage', 'epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'lr', 'seconds']);
     // From random weights (no ../shared) there is one stage training every layer.
-    expect(history.slice(1).map((r) => r[0])).toEqual(shared ? ['1', '1', '1', '1', '2'] : ['1', '1', '1', '1']);
+    expect(history.slice(1).map((r) => r[0])).toEqual(pretrained ? ['1', '1', '1', '1', '2'] : ['1', '1', '1', '1']);
 
     const metrics = JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8'));
     expect(metrics.samples).toBe(18);
     expect(Object.keys(metrics.perClass)).toEqual(['circle', 'square', 'triangle']);
     expect(metrics.confusionMatrix.flat().reduce((a: number, b: number) => a + b, 0)).toBe(18);
-    if (shared) expect(metrics.accuracy).toBeGreaterThanOrEqual(0.8);
 
     const skipped = parseCsv(readFileSync(path.join(out, 'skipped.csv'), 'utf8'));
     expect(skipped[0]).toEqual(['file', 'split', 'reason']);
     expect(skipped.slice(1).map((r) => r[0])).toEqual(['train/circle/broken.jpg']);
 
-    const predictions = parseCsv(readFileSync(path.join(out, 'predictions.csv'), 'utf8'));
+    const predictions = readPredictions();
     expect(predictions[0]).toEqual(['file', 'label', 'confidence', 'circle', 'square', 'triangle']);
     expect(predictions.length - 1).toBe(6);
-    let right = 0;
-    for (const [file, label, confidence, ...probs] of predictions.slice(1)) {
+    for (const [file, , confidence, ...probs] of predictions.slice(1)) {
       expect(file).toMatch(/^test\/unknown\//);
       const p = probs.map(Number);
       expect(p.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 4);
       expect(Number(confidence)).toBe(Math.max(...p));
-      if (path.basename(file!).startsWith(label!)) right += 1;
     }
-    if (shared) expect(right).toBeGreaterThanOrEqual(5);
 
     // The saved model + the preprocessing recorded in finetune.json reproduce predictions.csv.
     await initEngine('wasm');
@@ -106,41 +109,54 @@ describe('finetune <data> (child process)', () => {
     Array.from(output.dataSync()).forEach((p, i) => expect(p).toBeCloseTo(Number(probs[i]), 4));
   });
 
-  it('passes every flag through to the run (recorded in finetune.json)', () => {
+  // A random backbone learns the shapes only by chance in 5 epochs: accuracy is checked on real weights.
+  it('from pretrained weights it learns the shapes: validation accuracy ≥ 0.8, ≥ 5 of 6 test images right', (ctx) => {
+    needShared(ctx, 'accuracy after fine-tuning real ImageNet weights', TM_WEIGHTS);
+    expect(run.status, run.stderr).toBe(0);
+    const metrics = JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8'));
+    expect(metrics.accuracy).toBeGreaterThanOrEqual(0.8);
+    const right = readPredictions().slice(1).filter(([file, label]) => path.basename(file!).startsWith(label!)).length;
+    expect(right).toBeGreaterThanOrEqual(5);
+  });
+
+  it('passes every flag through to the run (recorded in finetune.json)', async () => {
     const flagsOut = path.join(dir, 'flags');
-    const run = finetune(
+    const run = await finetune(
       data, '--backbone', 'mobilenetv2', '--alpha', '0.35', '--image-size', '96', '--weights', sharedMobileNetWeights() ?? 'none',
       '--epochs', '1', '--fine-tune-epochs', '0', '--train-bn', '--resize', 'crop', '--preprocess', 'dataset-mean',
-      '--augment', 'none', '--augment-copies', '3', '--class-weight', 'none', '--batch-size', '8', '--dropout', '0.3', '--patience', '2',
+      '--augment', 'strong', '--augment-copies', '3', '--class-weight', 'none', '--batch-size', '8', '--dropout', '0.3', '--patience', '2',
       '--unfreeze', '3', '--fine-tune-lr', '0.0002', '--seed', '5', '--val-split', '0.3', '--backend', 'wasm', '-q', '--out', flagsOut,
     );
     expect(run.status, run.stderr).toBe(0);
     expect(run.stderr).not.toMatch(/stage 1 epoch/); // --quiet
     const config = JSON.parse(readFileSync(path.join(flagsOut, 'finetune.json'), 'utf8'));
     expect(config.training).toMatchObject({
-      trainBatchNorm: true, resize: 'crop', preprocess: 'dataset-mean', augment: 'none', augmentCopies: 3, classWeight: 'none',
+      trainBatchNorm: true, resize: 'crop', preprocess: 'dataset-mean', augment: 'strong', augmentCopies: 3, classWeight: 'none',
       batchSize: 8, dropout: 0.3, patience: 2, unfreeze: 3, fineTuneLr: 0.0002, seed: 5, valSplit: 0.3, backend: 'wasm', epochs: 1,
     });
     expect(config.input.preprocessing.name).toBe('dataset-mean');
   });
 
-  it('refuses to overwrite an earlier run unless told to', () => {
-    const run = finetune(data, '--out', out, '--weights', 'none');
+  it('refuses to overwrite an earlier run unless told to', async () => {
+    const run = await finetune(data, '--out', out, '--weights', 'none');
     expect(run.status).toBe(2);
     expect(run.stderr).toMatch(/not empty.*--overwrite/);
   });
 
-  it('rejects bad option values with exit status 2, naming the flag and the allowed values', () => {
-    const alpha = finetune(data, '--alpha', '0.3', '--out', path.join(dir, 'x'));
+  it('rejects bad option values with exit status 2, naming the flag and the allowed values', async () => {
+    const alpha = await finetune(data, '--alpha', '0.3', '--out', path.join(dir, 'x'));
     expect(alpha.status).toBe(2);
     expect(alpha.stderr).toMatch(/--alpha 0.3.*0.35, 0.5, 0.75, 1, 1.3, 1.4/);
-    const backbone = finetune(data, '--backbone', 'resnet', '--out', path.join(dir, 'x'));
+    const backbone = await finetune(data, '--backbone', 'resnet', '--out', path.join(dir, 'x'));
     expect(backbone.status).toBe(2);
     expect(backbone.stderr).toMatch(/mobilenetv2, vgg16/);
-    const split = finetune(data, '--val-split', '1.5', '--out', path.join(dir, 'x'));
+    const split = await finetune(data, '--val-split', '1.5', '--out', path.join(dir, 'x'));
     expect(split.status).toBe(2);
     expect(split.stderr).toMatch(/--val-split 1.5/);
-    const missing = finetune(path.join(dir, 'nowhere'), '--out', path.join(dir, 'x'), '--weights', 'none');
+    const copies = await finetune(data, '--augment', 'none', '--augment-copies', '3', '--out', path.join(dir, 'x'));
+    expect(copies.status).toBe(2);
+    expect(copies.stderr).toMatch(/--augment-copies 3 needs augmentation/);
+    const missing = await finetune(path.join(dir, 'nowhere'), '--out', path.join(dir, 'x'), '--weights', 'none');
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/nowhere/);
     expect(missing.stderr).not.toMatch(/at .*\.js:\d+/); // no stack trace without --verbose

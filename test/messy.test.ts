@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -6,16 +5,17 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeMessyDataset, type MessyCase } from '../fixtures/make-messy.js';
 import { makeShapesDataset } from '../src/data/synthetic.js';
-import { repoRoot, sharedMobileNetWeights } from './helpers/shared.js';
+import { runCli, type CliRun } from './helpers/run-cli.js';
+import { needShared, repoRoot, sharedMobileNetWeights, sharedPath, TM_WEIGHTS } from './helpers/shared.js';
 
 const bin = path.join(repoRoot, 'bin/finetune.js');
 let dir: string;
 const weights = () => sharedMobileNetWeights() ?? 'none';
 const quick = ['--alpha', '0.35', '--image-size', '32', '--epochs', '1', '--fine-tune-epochs', '0', '--backend', 'wasm'];
 
+/** Runs the CLI without blocking this worker (a long spawnSync starves vitest's own messages). */
 function finetune(...args: string[]) {
-  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 300_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  return runCli(process.execPath, [bin, ...args], { timeout: 300_000 });
 }
 
 /** The error line a person sees: one line, no stack trace. */
@@ -34,13 +34,13 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('a messy image folder', () => {
   let cases: MessyCase[];
   let out: string;
-  let run: ReturnType<typeof finetune>;
+  let run: CliRun;
 
   beforeAll(async () => {
     const data = path.join(dir, 'messy');
     cases = await makeMessyDataset(data);
     out = path.join(dir, 'messy-out');
-    run = finetune(data, '--weights', weights(), ...quick, '--out', out);
+    run = await finetune(data, '--weights', weights(), ...quick, '--out', out);
   });
 
   it('trains: every usable file is used and every unusable one is listed with its reason', () => {
@@ -66,42 +66,42 @@ describe('a messy image folder', () => {
 });
 
 describe('layouts that cannot train say what to do', () => {
-  it('a missing path, or a file instead of a folder', () => {
-    expectOneLineError(finetune(path.join(dir, 'nope'), ...quick, '--out', path.join(dir, 'o1')), 1, /not found.*\n?.*Expected a folder like/s);
+  it('a missing path, or a file instead of a folder', async () => {
+    expectOneLineError(await finetune(path.join(dir, 'nope'), ...quick, '--out', path.join(dir, 'o1')), 1, /not found.*\n?.*Expected a folder like/s);
     const file = path.join(dir, 'a-file.jpg');
     writeFileSync(file, 'x');
-    expectOneLineError(finetune(file, ...quick, '--out', path.join(dir, 'o2')), 1, /not a folder/i);
+    expectOneLineError(await finetune(file, ...quick, '--out', path.join(dir, 'o2')), 1, /not a folder/i);
   });
 
   it('images directly in the root: explains the expected layout', async () => {
     const root = path.join(dir, 'flat');
     mkdirSync(root, { recursive: true });
     for (let i = 0; i < 3; i++) await sharp({ create: { width: 8, height: 8, channels: 3, background: '#f00' } }).png().toFile(path.join(root, `${i}.png`));
-    expectOneLineError(finetune(root, ...quick, '--out', path.join(dir, 'o3')), 1, /train\/<class>/);
+    expectOneLineError(await finetune(root, ...quick, '--out', path.join(dir, 'o3')), 1, /train\/<class>/);
   });
 
   it('one class only; an empty class; a validation class train lacks; a class with no usable image', async () => {
     const one = path.join(dir, 'one');
     await makeShapesDataset(one, { classes: ['circle'], trainPerClass: 3, validPerClass: 0, testCount: 0, size: 16 });
-    expectOneLineError(finetune(one, ...quick, '--out', path.join(dir, 'o4')), 1, /2 classes|only one class|one class/i);
+    expectOneLineError(await finetune(one, ...quick, '--out', path.join(dir, 'o4')), 1, /2 classes|only one class|one class/i);
 
     const empty = path.join(dir, 'empty-class');
     await makeShapesDataset(empty, { trainPerClass: 3, validPerClass: 0, testCount: 0, size: 16 });
     mkdirSync(path.join(empty, 'train/hexagon'));
-    expectOneLineError(finetune(empty, ...quick, '--out', path.join(dir, 'o5')), 1, /hexagon/);
+    expectOneLineError(await finetune(empty, ...quick, '--out', path.join(dir, 'o5')), 1, /hexagon/);
 
     const extra = path.join(dir, 'extra-valid');
     await makeShapesDataset(extra, { trainPerClass: 3, validPerClass: 1, testCount: 0, size: 16 });
     mkdirSync(path.join(extra, 'valid/star'));
     await sharp({ create: { width: 8, height: 8, channels: 3, background: '#ff0' } }).png().toFile(path.join(extra, 'valid/star/s.png'));
-    expectOneLineError(finetune(extra, ...quick, '--out', path.join(dir, 'o6')), 1, /star/);
+    expectOneLineError(await finetune(extra, ...quick, '--out', path.join(dir, 'o6')), 1, /star/);
 
     const unusable = path.join(dir, 'unusable');
     await makeShapesDataset(unusable, { trainPerClass: 3, validPerClass: 0, testCount: 0, size: 16 });
     rmSync(path.join(unusable, 'train/square'), { recursive: true });
     mkdirSync(path.join(unusable, 'train/square'));
     writeFileSync(path.join(unusable, 'train/square/a.jpg'), 'not an image');
-    expectOneLineError(finetune(unusable, ...quick, '--weights', 'none', '--out', path.join(dir, 'o7')), 1, /no usable training images for class 'square'/);
+    expectOneLineError(await finetune(unusable, ...quick, '--weights', 'none', '--out', path.join(dir, 'o7')), 1, /no usable training images for class 'square'/);
   });
 
   it('an empty test/ folder is fine: no predictions', async () => {
@@ -109,7 +109,7 @@ describe('layouts that cannot train say what to do', () => {
     await makeShapesDataset(data, { trainPerClass: 4, validPerClass: 2, testCount: 0, size: 16 });
     mkdirSync(path.join(data, 'test/unknown'), { recursive: true });
     const out = path.join(dir, 'o8');
-    const run = finetune(data, ...quick, '--weights', weights(), '--out', out);
+    const run = await finetune(data, ...quick, '--weights', weights(), '--out', out);
     expect(run.status, run.stderr).toBe(0);
     expect(existsSync(path.join(out, 'predictions.csv'))).toBe(false);
   });
@@ -124,25 +124,25 @@ describe('layouts that cannot train say what to do', () => {
       writeFileSync(path.join(folder, 'b.png'), pixel);
     }
     const out = path.join(dir, 'o9');
-    const run = finetune(data, ...quick, '--weights', weights(), '--batch-size', '64', '--out', out);
+    const run = await finetune(data, ...quick, '--weights', weights(), '--batch-size', '64', '--out', out);
     expect(run.status, run.stderr).toBe(0);
     expect(JSON.parse(readFileSync(path.join(out, 'finetune.json'), 'utf8')).classes).toHaveLength(1200);
-  });
+  }, 600_000); // 2,400 images: over a minute on 2 busy cores
 });
 
 describe('weights that do not fit say which layer', () => {
-  it('weights of another alpha', () => {
-    const w = sharedMobileNetWeights();
-    if (!w) return console.warn('note: skipped: needs ../shared weights');
+  it('weights of another alpha', async (ctx) => {
+    needShared(ctx, 'real α=0.35 weights given for α=1.0', TM_WEIGHTS);
     const data = path.join(dir, 'messy');
-    expectOneLineError(finetune(data, '--alpha', '1.0', '--image-size', '96', '--weights', w, '--out', path.join(dir, 'o10')), 1, /Conv1\/kernel.*alpha/s);
+    expectOneLineError(await finetune(data, '--alpha', '1.0', '--image-size', '96', '--weights', sharedPath(TM_WEIGHTS), '--out', path.join(dir, 'o10')), 1, /Conv1\/kernel.*alpha/s);
   });
 
-  it('a truncated .h5 file', () => {
+  it('a truncated .h5 file', async (ctx) => {
+    const H5 = 'weights/mobilenet_2_5_224_tf_no_top.h5';
+    needShared(ctx, 'cutting a real .h5 file short', H5);
     const h5 = path.join(dir, 'cut.h5');
-    const real = path.join(repoRoot, '../shared/weights/mobilenet_2_5_224_tf_no_top.h5');
-    if (!existsSync(real)) return console.warn('note: skipped: needs ../shared weights');
+    const real = sharedPath(H5);
     writeFileSync(h5, readFileSync(real).subarray(0, 100_000));
-    expectOneLineError(finetune(path.join(dir, 'messy'), ...quick, '--weights', h5, '--out', path.join(dir, 'o11')), 1, /cut\.h5/);
+    expectOneLineError(await finetune(path.join(dir, 'messy'), ...quick, '--weights', h5, '--out', path.join(dir, 'o11')), 1, /cut\.h5/);
   });
 });
