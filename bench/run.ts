@@ -39,8 +39,12 @@ type Measurement = (typeof MEASUREMENTS)[number];
 /** What runs with no --only: accuracy takes minutes per configuration, so it is asked for by name. */
 const DEFAULT_MEASUREMENTS: Measurement[] = ['decode', 'forward', 'train', 'staged'];
 
-/** Seconds each measuring process may take before it is killed (see --time-limit). */
-const TIME_LIMIT = { speed: 300, staged: 300, accuracy: 900 } as const;
+/**
+ * Seconds each measuring process may take before it is killed (see --time-limit): about 7× what the
+ * longest of its kind takes on 2 idle cores (VGG16's forward measurement, ~60 s; α=1.0 accuracy, ~2.5
+ * min), which leaves room for a busy machine (4× slower at load 10 on 2 cores) and none for a runaway.
+ */
+const TIME_LIMIT = { speed: 420, staged: 420, accuracy: 900 } as const;
 /** VGG16's training step is measured at this size by default: at 224 px, batch 32, one step takes over 12 minutes on 2 CPU cores. */
 const VGG16_TRAIN_SIZE = 112;
 const DEFAULT_BATCH = { forward: 32, train: { mobilenetv2: 16, vgg16: 8 } } as const;
@@ -313,7 +317,7 @@ async function accuracy(backend: BackendName, plan: AccuracyPlan, sharedDir: str
       const weights = recipe.options.weights ?? sharedWeightsFor(alpha, sharedDir) ?? (plan.data === 'shapes' ? 'none' : 'imagenet');
       const options = resolvedRecipe(dataset.root, alpha, weights, recipe);
       const config: AccuracyConfig = {
-        model: `MobileNetV2 α=${alpha} ${String(options.imageSize)} px`,
+        model: modelLabel({ backbone: 'mobilenetv2', alpha, imageSize: Number(options.imageSize) }),
         alpha,
         dataset,
         weights,
