@@ -19,6 +19,9 @@ export const DEFAULTS = {
   patience: 5,
   cacheMb: 4096,
   classWeight: 'auto',
+  labelSmoothing: 0,
+  lrSchedule: 'plateau',
+  warmupEpochs: 0,
   seed: 42,
   backend: 'auto',
 } as const;

@@ -31,6 +31,8 @@ import { balancedClassWeights, EarlyStopping, HistoryLogger, ModelCheckpoint, Re
 import { attachHead } from './train/head.js';
 import { loadCheckpoint, type LoadedCheckpoint } from './train/checkpoint.js';
 import { unfreezeLayers } from './train/trainable.js';
+import { softmaxCrossEntropy } from './train/loss.js';
+import { LearningRateSchedule, type ScheduleName } from './train/schedules.js';
 import { Trainer } from './train/trainer.js';
 import type { Callback, EpochLogs, UnfreezeSpec } from './train/types.js';
 import { classificationMetrics, type ClassificationMetrics } from './train/metrics.js';
@@ -80,6 +82,15 @@ export interface FineTuneOptions {
   /** Early-stopping patience in epochs (per stage). */
   patience?: number;
   classWeight?: 'auto' | 'none';
+  /** Label smoothing ε for the cross-entropy (0: none). */
+  labelSmoothing?: number;
+  /**
+   * How the learning rate moves within each stage: 'plateau' (cut ×0.2 when validation loss
+   * stalls), 'cosine' (half-cosine decay, after `warmupEpochs`), 'one-cycle' (warm-up then cosine).
+   */
+  lrSchedule?: ScheduleName;
+  /** Epochs of linear warm-up at the start of each stage, with lrSchedule 'cosine'. */
+  warmupEpochs?: number;
   seed?: number;
   backend?: BackendRequest;
   /**
@@ -202,7 +213,9 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const earlyStopping = new EarlyStopping({ patience: opts.patience, monitor });
   const callbacks: Callback[] = [
     earlyStopping,
-    new ReduceLROnPlateau({ patience: Math.max(1, Math.ceil(opts.patience / 2)), monitor }),
+    opts.lrSchedule === 'plateau'
+      ? new ReduceLROnPlateau({ patience: Math.max(1, Math.ceil(opts.patience / 2)), monitor })
+      : new LearningRateSchedule(opts.lrSchedule, { warmupEpochs: opts.warmupEpochs }),
     new ModelCheckpoint(async (_ctx, logs) => {
       await saveModelDir(model, files(RUN_FILES.model));
       await writeJson(files(RUN_FILES.config), { ...config, checkpoint: { stage: logs.stage, epoch: logs.epoch } });
@@ -217,7 +230,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     augmentCopies: opts.augmentCopies,
     log: (message) => reporter.info(message),
     seed: opts.seed,
-    classWeights,
+    loss: softmaxCrossEntropy({ classWeights, labelSmoothing: opts.labelSmoothing }),
     // Random weights carry no features worth freezing: train every layer, BatchNorm included.
     trainBatchNorm: opts.trainBatchNorm || fromScratch,
     dropout: opts.dropout,
@@ -380,6 +393,9 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
     patience: options.patience ?? DEFAULTS.patience,
     cacheMb: options.cacheMb ?? DEFAULTS.cacheMb,
     classWeight: options.classWeight ?? DEFAULTS.classWeight,
+    labelSmoothing: options.labelSmoothing ?? DEFAULTS.labelSmoothing,
+    lrSchedule: options.lrSchedule ?? DEFAULTS.lrSchedule,
+    warmupEpochs: options.warmupEpochs ?? DEFAULTS.warmupEpochs,
     seed: options.seed ?? DEFAULTS.seed,
     backend: options.backend ?? DEFAULTS.backend,
   };
@@ -397,6 +413,12 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
   oneOf('--preprocess', resolved.preprocess, ['backbone', 'dataset-mean']);
   oneOf('--augment', resolved.augment, ['none', 'light', 'strong']);
   oneOf('--class-weight', resolved.classWeight, ['auto', 'none']);
+  oneOf('--lr-schedule', resolved.lrSchedule, ['plateau', 'cosine', 'one-cycle']);
+  check(resolved.labelSmoothing >= 0 && resolved.labelSmoothing < 1, '--label-smoothing', 'use a value in [0, 1), e.g. 0.1', resolved.labelSmoothing);
+  check(Number.isFinite(resolved.warmupEpochs) && resolved.warmupEpochs >= 0, '--warmup-epochs', 'use a number of epochs ≥ 0', resolved.warmupEpochs);
+  if (resolved.warmupEpochs > 0 && resolved.lrSchedule !== 'cosine') {
+    throw new UsageError(`--warmup-epochs ${resolved.warmupEpochs} applies to --lr-schedule cosine (one-cycle has its own warm-up, plateau none).`);
+  }
   oneOf('--backend', resolved.backend, ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']);
   wholeAtLeast('--augment-copies', resolved.augmentCopies, 0);
   if (resolved.augmentCopies > 0 && resolved.augment === 'none') {

@@ -60,6 +60,13 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
     .option('--train-bn', 'run unfrozen BatchNormalization layers in training mode (off: inference mode, as the Keras fine-tuning guide advises)')
     .option('--cache-mb <mib>', 'memory for decoded images; past it they go to a temporary file', number('--cache-mb'), DEFAULTS.cacheMb)
     .option('--patience <n>', 'early stopping: epochs without validation-loss improvement (best weights restored)', integer('--patience'), DEFAULTS.patience)
+    .option('--label-smoothing <e>', 'label smoothing ε for the loss: the target is 1 − ε on the label, ε/K on every class (0: none)', number('--label-smoothing'), DEFAULTS.labelSmoothing)
+    .addOption(
+      new Option('--lr-schedule <how>', 'learning rate within each stage: plateau (cut when validation stalls), cosine (decay to 0), one-cycle (warm up, then decay)')
+        .choices(['plateau', 'cosine', 'one-cycle'])
+        .default(DEFAULTS.lrSchedule),
+    )
+    .option('--warmup-epochs <n>', 'with --lr-schedule cosine: epochs of linear warm-up from lr/25 at the start of each stage', number('--warmup-epochs'), DEFAULTS.warmupEpochs)
     .addOption(new Option('--class-weight <how>', 'balance the loss for imbalanced classes').choices(['auto', 'none']).default(DEFAULTS.classWeight))
     .option('--seed <n>', 'seed for the split, data order, augmentation and initial weights', integer('--seed'), DEFAULTS.seed)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default(DEFAULTS.backend))

@@ -251,9 +251,8 @@ export class Trainer {
       for (let epoch = (at?.epoch ?? 0) + 1; epoch <= epochs && !ctx.stopTraining; epoch++) {
         ctx.epoch = epoch;
         const epochStarted = performance.now();
-        const epochLr = this.learningRate;
         await this.each((cb) => cb.onEpochBegin?.(ctx));
-        const { loss, accuracy } = await this.trainEpoch(ctx, options.signal);
+        const { loss, accuracy, lr: epochLr } = await this.trainEpoch(ctx, options.signal);
         const row: EpochLogs = { stage, epoch, loss, accuracy, lr: epochLr, seconds: 0 };
         if (valid && valid.images.length > 0) {
           const evaluation = await this.evaluate(valid);
@@ -293,7 +292,8 @@ export class Trainer {
     return new TrainStep(forward, this.layers.variables(), lr, { ...this.options, loss });
   }
 
-  private async trainEpoch(ctx: TrainingContext, signal: AbortSignal | undefined): Promise<{ loss: number; accuracy: number }> {
+  /** Trains one epoch; returns its loss and accuracy, and the learning rate of its first step. */
+  private async trainEpoch(ctx: TrainingContext, signal: AbortSignal | undefined): Promise<{ loss: number; accuracy: number; lr: number }> {
     const { stage, epoch } = ctx;
     const { train } = this.data;
     const { augment, augmentCopies, readbackSeconds } = this.options;
@@ -310,10 +310,13 @@ export class Trainer {
     let lastRead = performance.now();
     let known = { loss: Number.NaN, accuracy: Number.NaN };
     let batch = 0;
+    let firstLr: number | undefined;
     for (let start = 0; start < order.length; ) {
       const size = Math.min(this.batchSize, order.length - start);
       const indices = order.slice(start, start + size);
       const dropoutSeed = epochRng.int(2 ** 31);
+      for (const cb of this.callbacks) cb.onBatchBegin?.(ctx, batch + 1, batch + Math.ceil((order.length - start) / this.batchSize));
+      firstLr ??= this.learningRate;
       try {
         this.stepOn(indices, dropoutSeed, cache, copyRng, augment, augmentRng);
       } catch (error) {
@@ -343,7 +346,7 @@ export class Trainer {
       await this.each((cb) => cb.onBatchEnd?.(ctx, { batch, batches, ...known }));
     }
     step.reset();
-    return known;
+    return { ...known, lr: firstLr ?? this.learningRate };
   }
 
   /** One step on the training images at `indices`: from cached activations, or through the frozen part. */

@@ -59,6 +59,8 @@ export interface Callback {
   restoreCheckpointWeights?(model: tf.LayersModel, values: tf.Tensor[]): void;
   onStageBegin?(ctx: TrainingContext): void | Promise<void>;
   onEpochBegin?(ctx: TrainingContext): void | Promise<void>;
+  /** Before the step on batch `batch` (1-based) of about `batches`; synchronous, as it runs per step. */
+  onBatchBegin?(ctx: TrainingContext, batch: number, batches: number): void;
   onBatchEnd?(ctx: TrainingContext, logs: BatchLogs): void | Promise<void>;
   onEpochEnd?(ctx: TrainingContext, logs: EpochLogs): void | Promise<void>;
   onStageEnd?(ctx: TrainingContext): void | Promise<void>;
