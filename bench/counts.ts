@@ -21,18 +21,28 @@ import type { ImageSet } from '../src/data/batches.js';
 import { MemoryPixelStore } from '../src/data/pixel-store.js';
 import { Rng } from '../src/data/rng.js';
 import { DEFAULTS } from '../src/defaults.js';
+import { webgpuAdam } from '../src/engine/webgpu-adam.js';
 import { topCounts, WebGPUWorkCounter, type WebGPUWorkCounts } from '../src/engine/webgpu-counts.js';
 import { attachHead } from '../src/train/head.js';
 import { Trainer } from '../src/train/trainer.js';
 import type { Callback, UnfreezeSpec } from '../src/train/types.js';
+import { withProposedRunTop } from './proposed-top.js';
 
 export type CountsStage = 'full' | 'stage2';
+/**
+ * 'shipped': the Trainer as it is. 'proposed': with WebGPUAdam as its optimizer (a Trainer option)
+ * and SplitModel running Conv → BN (→ ReLU6) units as one op (the call-site change proposed for
+ * src/train/graph.ts, simulated by bench/proposed-top.ts).
+ */
+export type CountsVariant = 'shipped' | 'proposed';
 
 export interface CountsOptions {
   alpha: number;
   imageSize: number;
   batch: number;
   stage: CountsStage;
+  /** Default 'shipped'. */
+  variant?: CountsVariant;
   /** Top rows of the per-kernel and per-shader tables (default 15). */
   top?: number;
 }
@@ -44,6 +54,7 @@ export interface CountsResult {
   imageSize: number;
   batch: number;
   stage: CountsStage;
+  variant: CountsVariant;
   /** What trains in this step. */
   trains: string;
   /** Layers of the model (backbone + head). */
@@ -76,6 +87,7 @@ const CLASSES = 2;
 export async function measureCounts(options: CountsOptions, log: (line: string) => void = () => {}): Promise<CountsResult> {
   if (tf.getBackend() !== 'webgpu') throw new Error(`counts need the webgpu backend, not ${tf.getBackend()}`);
   const { alpha, imageSize, batch, stage } = options;
+  const variant = options.variant ?? 'shipped';
   const started = performance.now();
   const model = attachHead(mobileNetV2({ alpha, imageSize }), { numClasses: CLASSES, dropout: DEFAULTS.dropout, seed: 1 });
   const blocks = mobileNetV2Blocks(alpha);
@@ -96,12 +108,14 @@ export async function measureCounts(options: CountsOptions, log: (line: string) 
     // Read the loss only at the epoch's end, so the counted step holds no read the Trainer chose.
     readbackSeconds: 1e9,
     callbacks: [perBatch],
+    ...(variant === 'proposed' ? { optimizer: webgpuAdam } : {}),
   });
   try {
     trainer.unfreeze(what);
     const stepLayers = model.layers.length - 1 - trainer.layers.split.boundary;
-    log(`counts: MobileNetV2 α=${alpha} ${imageSize} px, batch ${batch}, ${stage}: 3 steps (${stepLayers} of ${model.layers.length} layers in the step)…`);
-    await trainer.fit(1, 1e-4);
+    log(`counts: MobileNetV2 α=${alpha} ${imageSize} px, batch ${batch}, ${stage}, ${variant}: 3 steps (${stepLayers} of ${model.layers.length} layers in the step)…`);
+    if (variant === 'proposed') await withProposedRunTop(() => trainer.fit(1, 1e-4));
+    else await trainer.fit(1, 1e-4);
     const [step, last] = windows;
     if (!step || !last) throw new Error(`expected 3 batches, saw ${windows.length + 1}`);
     const top = options.top ?? 15;
@@ -112,6 +126,7 @@ export async function measureCounts(options: CountsOptions, log: (line: string) 
       imageSize,
       batch,
       stage,
+      variant,
       trains: stage === 'full' ? 'every layer' : `the top ${DEFAULTS.unfreeze} blocks and the head (stage 2's default)`,
       layers: model.layers.length,
       stepLayers,
