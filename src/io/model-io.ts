@@ -8,38 +8,54 @@ import { writeFileAtomic } from './atomic.js';
 /**
  * Saves a LayersModel as a tfjs layers model folder (model.json + one weights file), loadable by
  * `tf.loadLayersModel('file://…/model.json')` with tfjs-node or by `loadModelDir` here.
+ */
+export async function saveModelDir(model: tf.LayersModel, dir: string): Promise<void> {
+  await writeArtifactsDir(await modelArtifacts(model), dir);
+}
+
+/** A model's topology and weights, as `model.save` would write them. */
+export async function modelArtifacts(model: tf.LayersModel): Promise<tf.io.ModelArtifacts> {
+  let saved: tf.io.ModelArtifacts | undefined;
+  await model.save(
+    tf.io.withSaveHandler(async (artifacts) => {
+      saved = artifacts;
+      return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts) };
+    }),
+  );
+  if (saved === undefined) throw new Error('model.save did not hand over its artifacts');
+  return saved;
+}
+
+/**
+ * Writes ModelArtifacts as a tfjs layers model folder.
  *
  * Crash-safe without a directory swap: the weights file is named by its content hash and written
  * first; model.json is then replaced atomically; only then are older weights files removed. At
  * every instant model.json names a complete weights file.
  */
-export async function saveModelDir(model: tf.LayersModel, dir: string): Promise<void> {
+export async function writeArtifactsDir(artifacts: tf.io.ModelArtifacts, dir: string): Promise<void> {
   await fs.mkdir(dir, { recursive: true });
-  await model.save(
-    tf.io.withSaveHandler(async (artifacts) => {
-      const weightData = concatWeightData(artifacts.weightData);
-      const hash = createHash('sha256').update(weightData).digest('hex').slice(0, 16);
-      const weightsFile = `weights-${hash}.bin`;
-      await writeFileAtomic(path.join(dir, weightsFile), weightData);
-      const modelJson = {
-        format: 'layers-model',
-        generatedBy: artifacts.generatedBy,
-        convertedBy: 'finetune',
-        modelTopology: artifacts.modelTopology,
-        weightsManifest: [{ paths: [weightsFile], weights: artifacts.weightSpecs }],
-      };
-      await writeFileAtomic(path.join(dir, 'model.json'), JSON.stringify(modelJson));
-      for (const name of await fs.readdir(dir)) {
-        if (/^weights-[0-9a-f]+\.bin$/.test(name) && name !== weightsFile) {
-          await fs.rm(path.join(dir, name), { force: true });
-        }
-      }
-      return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts) };
-    }),
-  );
+  const weightData = concatWeightData(artifacts.weightData);
+  const hash = createHash('sha256').update(weightData).digest('hex').slice(0, 16);
+  const weightsFile = `weights-${hash}.bin`;
+  await writeFileAtomic(path.join(dir, weightsFile), weightData);
+  const modelJson = {
+    format: 'layers-model',
+    generatedBy: artifacts.generatedBy ?? `TensorFlow.js tfjs-layers v${tf.version.tfjs}`,
+    convertedBy: 'finetune',
+    modelTopology: artifacts.modelTopology,
+    weightsManifest: [{ paths: [weightsFile], weights: artifacts.weightSpecs ?? [] }],
+  };
+  await writeFileAtomic(path.join(dir, 'model.json'), JSON.stringify(modelJson));
+  for (const name of await fs.readdir(dir)) {
+    if (/^weights-[0-9a-f]+\.bin$/.test(name) && name !== weightsFile) {
+      await fs.rm(path.join(dir, name), { force: true });
+    }
+  }
 }
 
-function concatWeightData(data: tf.io.WeightData | undefined): Uint8Array {
+/** The weights of ModelArtifacts as one byte array (tfjs may hand them over in several buffers). */
+export function concatWeightData(data: tf.io.WeightData | undefined): Uint8Array {
   if (data === undefined) return new Uint8Array(0);
   const buffers = Array.isArray(data) ? data : [data];
   const total = buffers.reduce((n, b) => n + b.byteLength, 0);

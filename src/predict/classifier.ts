@@ -13,11 +13,18 @@ import { initEngine, type BackendRequest, type EngineInfo } from '../engine/back
 import { FusedInference } from '../engine/fused-inference.js';
 import { FinetuneError } from '../errors.js';
 import { loadModelDir } from '../io/model-io.js';
+import { PREPROCESS_LAYER } from '../io/preprocess-layer.js';
 import { silentReporter, type Reporter } from '../reporter.js';
 
-/** The finetune.json format this version reads. */
-export const MODEL_FORMAT = 'finetune-model/1';
-const FORMAT_VERSION = 1;
+/**
+ * The finetune.json format this version writes. Format 2: model/ takes raw RGB values (0–255) and
+ * holds the preprocessing as its first layer (`preprocess`). Format 1: model/ takes preprocessed
+ * input; prediction still preprocesses outside for those folders.
+ */
+export const MODEL_FORMAT = 'finetune-model/2';
+const FORMAT_VERSION = 2;
+/** Every format this version reads. */
+const READABLE_FORMAT_VERSIONS = [1, 2];
 
 /** The part of finetune.json that prediction needs (the file holds more: training options, data counts, …). */
 export interface ModelConfig {
@@ -112,10 +119,10 @@ export function checkModelConfig(json: unknown, where = 'finetune.json'): ModelC
   if (match === null) {
     throw new FinetuneError(`${where} is not a finetune model description: its "format" is ${JSON.stringify(format)}, expected "${MODEL_FORMAT}".`);
   }
-  if (Number(match[1]) !== FORMAT_VERSION) {
+  if (!READABLE_FORMAT_VERSIONS.includes(Number(match[1]))) {
     const newer = Number(match[1]) > FORMAT_VERSION;
     throw new FinetuneError(
-      `${where} has format ${format}; this finetune reads ${MODEL_FORMAT}. ` +
+      `${where} has format ${format}; this finetune reads ${READABLE_FORMAT_VERSIONS.map((v) => `finetune-model/${v}`).join(' and ')}. ` +
         (newer ? 'The model comes from a newer finetune: upgrade finetune to use it.' : 'Retrain the model with this finetune.'),
     );
   }
@@ -137,12 +144,22 @@ export function checkModelConfig(json: unknown, where = 'finetune.json'): ModelC
   return json as ModelConfig;
 }
 
+/** The version number in a checked config's format ('finetune-model/2' → 2). */
+export function modelFormatVersion(config: Pick<ModelConfig, 'format'>): number {
+  return Number(config.format.split('/')[1]);
+}
+
+/** True when the config's model takes raw pixels (format 2 on): its preprocessing is its first layer. */
+export function takesRawPixels(config: Pick<ModelConfig, 'format'>): boolean {
+  return modelFormatVersion(config) >= 2;
+}
+
 /**
  * A loaded model and its recipe. Create with `loadClassifier`; call `dispose()` when done (it frees
  * the model's weights).
  */
 export class Classifier {
-  /** The reusable input buffer: one batch of preprocessed images. */
+  /** The reusable input buffer: one batch of model inputs (raw or preprocessed pixels, as the format says). */
   private buffer = new Float32Array(0);
   /** Undefined where the model can't be planned; it then runs through predict(). */
   private readonly inference: FusedInference | undefined;
@@ -172,6 +189,11 @@ export class Classifier {
     return this.config.input.preprocessing;
   }
 
+  /** True when the model takes raw pixels (format 2 on); format-1 models get preprocessed input. */
+  get rawInput(): boolean {
+    return takesRawPixels(this.config);
+  }
+
   /** Decodes a file the way training did. Throws an Error whose message is a short reason. */
   decode(file: string): Promise<Uint8Array> {
     return decodeImage(file, { size: this.size, resize: this.resize });
@@ -191,7 +213,8 @@ export class Classifier {
     if (this.buffer.length < n * per) this.buffer = new Float32Array(n * per);
     images.forEach((pixels, i) => {
       if (pixels.length !== per) throw new RangeError(`predictPixels: image ${i} has ${pixels.length} bytes, expected ${s}×${s}×3 = ${per}`);
-      preprocessInto(pixels, this.preprocessing, this.buffer, i * per);
+      if (this.rawInput) this.buffer.set(pixels, i * per);
+      else preprocessInto(pixels, this.preprocessing, this.buffer, i * per);
     });
     const probs = tf.tidy(() => {
       const x = tf.tensor4d(this.buffer.subarray(0, n * per), [n, s, s, 3]);
@@ -221,6 +244,21 @@ export class Classifier {
     this.inference?.dispose();
     this.model.dispose();
   }
+}
+
+/**
+ * Format 2 models start with the `preprocess` layer and format 1 models have none: a model from one
+ * with the finetune.json of the other would be fed the wrong values and answer wrongly, silently.
+ */
+function preprocessingProblem(model: tf.LayersModel, config: ModelConfig): string | undefined {
+  const hasLayer = model.layers.some((l) => l.name === PREPROCESS_LAYER);
+  if (takesRawPixels(config) && !hasLayer) {
+    return `finetune.json has format ${config.format} (the model takes raw pixels), but the model has no '${PREPROCESS_LAYER}' layer`;
+  }
+  if (!takesRawPixels(config) && hasLayer) {
+    return `finetune.json has format ${config.format} (the model takes preprocessed pixels), but the model has a '${PREPROCESS_LAYER}' layer`;
+  }
+  return undefined;
 }
 
 /**
@@ -260,7 +298,7 @@ export async function loadClassifier(modelDir: string, options: LoadClassifierOp
         ? `its input shape is [${inShape.join(', ')}], but finetune.json says ${size}×${size}×3`
         : outShape.length !== 2 || outShape[1] !== k
           ? `its output shape is [${outShape.join(', ')}], but finetune.json lists ${k} classes`
-          : undefined;
+          : preprocessingProblem(model, config);
   if (problem !== undefined) {
     model.dispose();
     throw new FinetuneError(
