@@ -6,6 +6,7 @@ import { formatAccuracy } from '../train/metrics.js';
 import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
 import { doctorCommand } from './doctor.js';
 import { evaluateCommand } from './evaluate.js';
+import { exportCommand } from './export.js';
 import { predictCommand } from './predict.js';
 import { addRunsCommand } from './runs.js';
 import { consoleReporter } from './progress.js';
@@ -150,7 +151,12 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   // Subcommands take their own options (e.g. predict's --batch-size), so program options stop at them.
   let status = 0;
   const setStatus = (code: number) => (status = code);
-  program.enablePositionalOptions().addCommand(predictCommand(setStatus)).addCommand(evaluateCommand(setStatus)).addCommand(doctorCommand());
+  program
+    .enablePositionalOptions()
+    .addCommand(predictCommand(setStatus))
+    .addCommand(evaluateCommand(setStatus))
+    .addCommand(exportCommand(setStatus))
+    .addCommand(doctorCommand());
   addRunsCommand(program);
   try {
     await program.parseAsync(argv);
