@@ -127,7 +127,7 @@ export async function measureCounts(options: CountsOptions, log: (line: string) 
       batch,
       stage,
       variant,
-      trains: stage === 'full' ? 'every layer' : `the top ${DEFAULTS.unfreeze} blocks and the head (stage 2's default)`,
+      trains: stage === 'full' ? 'every layer' : `the top ${DEFAULTS.unfreeze} blocks and the head, stage 2's default`,
       layers: model.layers.length,
       stepLayers,
       dispatchesPerStep: step.dispatches,
@@ -180,4 +180,60 @@ export async function countsAtSizes(
     for (const r of results) r.notes.push(note);
   }
   return results;
+}
+
+// ── As a benchmark measurement (npm run bench -- --backends webgpu --only counts) ───────────────
+
+/** One counts job: a stage and variant, counted at each size (in its own process). */
+export interface CountsJobSpec {
+  alpha: number;
+  batch: number;
+  stage: CountsStage;
+  variant: CountsVariant;
+  /** Sizes to count at; default: 224 on a GPU, else COUNTS_CPU_SIZES (a 224 px step takes minutes on a CPU adapter). */
+  sizes?: number[];
+}
+
+/**
+ * Sizes counted on a CPU adapter instead of 224. The counts depend on the input size only where a
+ * kernel picks its shader by shape, and those thresholds are on N·H·W per layer (tfjs's split-K
+ * matrix product from 2000 pixels, finetune's split sums from 2000, its split filter gradients
+ * from 64 or 256): at batch 32, every MobileNetV2 layer is on the same side of them at 128, 160 and
+ * 224 px (7×7·32 = 1568 < 2000 ≤ 14×14·32; at 128 px 4×4·32 = 512 < 2000 ≤ 8×8·32), but not at 32
+ * or 64 px. Counting at two of them shows it.
+ */
+export const COUNTS_CPU_SIZES = [128, 160];
+
+/** The sizes a job counts at, and why, given the adapter the job runs on. */
+export function countsSizes(spec: CountsJobSpec, backendDetail: string): { sizes: number[]; note?: string } {
+  if (spec.sizes) return { sizes: spec.sizes };
+  if (!/CPU fallback|llvmpipe|lavapipe|swiftshader/i.test(backendDetail)) return { sizes: [224] };
+  return {
+    sizes: COUNTS_CPU_SIZES,
+    note:
+      `counted at ${COUNTS_CPU_SIZES.join(' and ')} px, not 224: a 224 px step takes minutes on a CPU adapter; at batch ${spec.batch} ` +
+      'every layer is on the same side of the shape thresholds where kernels change shaders at these sizes as at 224 px, so 224 px dispatches the same counts',
+  };
+}
+
+/** Runs a counts job (in the job process, webgpu active). */
+export async function countsJob(spec: CountsJobSpec, backendDetail: string, log: (line: string) => void): Promise<CountsResult[]> {
+  const { sizes, note } = countsSizes(spec, backendDetail);
+  const results = await countsAtSizes({ alpha: spec.alpha, batch: spec.batch, stage: spec.stage, variant: spec.variant }, sizes, log);
+  for (const r of results) {
+    if (note) r.notes.push(note);
+    log(`  ${r.model} ${r.stage} ${r.variant}: ${r.dispatchesPerStep} dispatches (${r.dispatchesPerLayer} per layer), ${r.readsPerStep} reads, ${r.allocationsPerStep} allocations per step`);
+  }
+  return results;
+}
+
+/** The jobs `--only counts` runs: every layer and stage 2, as shipped and as proposed. */
+export function countsJobSpecs(quick: boolean, sizes: number[] | undefined): CountsJobSpec[] {
+  const specs: CountsJobSpec[] = [];
+  for (const stage of ['full', 'stage2'] as const) {
+    for (const variant of ['shipped', 'proposed'] as const) {
+      specs.push({ alpha: 1, batch: quick ? 4 : 32, stage, variant, ...(quick ? { sizes: sizes ?? [32] } : sizes ? { sizes } : {}) });
+    }
+  }
+  return specs;
 }

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { initEngine } from '../src/engine/backend.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import { accuracyRun } from './accuracy.js';
+import { countsJob } from './counts.js';
 import type { Job, JobOutput } from './jobs.js';
 import { errorLine, isOutOfMemory } from './measure.js';
 import { measureOnce, modelLabel } from './model-speed.js';
@@ -37,6 +38,8 @@ try {
     output.result = measured;
   } else if (job.kind === 'staged') {
     output.result = await benchStaged(job.options, log);
+  } else if (job.kind === 'counts') {
+    output.result = await countsJob(job.counts, output.engine.detail, log);
   } else {
     output.result = await accuracyRun(job.run, job.backend, log);
   }

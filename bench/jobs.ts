@@ -15,13 +15,15 @@ import type { StepBudget } from './measure.js';
 import type { ModelConfig, SpeedKind } from './model-speed.js';
 import type { AccuracyRunSpec } from './accuracy.js';
 import type { StagedOptions } from './staged.js';
+import type { CountsJobSpec } from './counts.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 export type Job =
   | { kind: 'speed'; backend: BackendName; config: ModelConfig; measurement: SpeedKind; batch: number; budget: StepBudget }
   | { kind: 'staged'; backend: BackendName; options: StagedOptions }
-  | { kind: 'accuracy'; backend: BackendName; run: AccuracyRunSpec };
+  | { kind: 'accuracy'; backend: BackendName; run: AccuracyRunSpec }
+  | { kind: 'counts'; backend: BackendName; counts: CountsJobSpec };
 
 /** What a job process reports. */
 export interface JobOutput<T = unknown> {

@@ -27,6 +27,7 @@ import {
   type AccuracyRun,
   type Recipe,
 } from './accuracy.js';
+import { countsJobSpecs, type CountsResult } from './counts.js';
 import { benchDecode } from './decode.js';
 import { killActiveJob, repoRoot, runJob } from './jobs.js';
 import type { StepBudget } from './measure.js';
@@ -34,7 +35,7 @@ import { modelLabel, stepDescription, type ModelConfig, type SpeedKind, type Spe
 import { formatTable, machineInfo, tableRows, versions, type BackendReport, type BenchReport } from './report.js';
 import { resolveStagedData, type StagedOptions, type StagedResult } from './staged.js';
 
-const MEASUREMENTS = ['decode', 'forward', 'train', 'staged', 'accuracy'] as const;
+const MEASUREMENTS = ['decode', 'forward', 'train', 'staged', 'accuracy', 'counts'] as const;
 type Measurement = (typeof MEASUREMENTS)[number];
 /** What runs with no --only: accuracy takes minutes per configuration, so it is asked for by name. */
 const DEFAULT_MEASUREMENTS: Measurement[] = ['decode', 'forward', 'train', 'staged'];
@@ -44,7 +45,7 @@ const DEFAULT_MEASUREMENTS: Measurement[] = ['decode', 'forward', 'train', 'stag
  * longest of its kind takes on 2 idle cores (VGG16's forward measurement, ~60 s; α=1.0 accuracy, ~2.5
  * min), which leaves room for a busy machine (4× slower at load 10 on 2 cores) and none for a runaway.
  */
-const TIME_LIMIT = { speed: 420, staged: 420, accuracy: 900 } as const;
+const TIME_LIMIT = { speed: 420, staged: 420, accuracy: 900, counts: 1200 } as const;
 /** VGG16's training step is measured at this size by default: at 224 px, batch 32, one step takes over 12 minutes on 2 CPU cores. */
 const VGG16_TRAIN_SIZE = 112;
 const DEFAULT_BATCH = { forward: 32, train: { mobilenetv2: 16, vgg16: 8 } } as const;
@@ -69,6 +70,7 @@ interface Flags {
   recipe: string[];
   accuracyData?: string;
   keepRuns?: string;
+  countsSizes?: number[];
 }
 
 const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean);
@@ -133,6 +135,11 @@ function parseFlags(argv: string[]): Flags {
       [],
     )
     .option('--accuracy-data <what>', 'accuracy: hymenoptera (../shared; default), shapes (fixtures/shapes; quick default) or a data folder')
+    .option(
+      '--counts-sizes <list>',
+      'counts (webgpu only): image sizes to count a training step at (default 224 on a GPU, 128,160 on a CPU adapter; quick 32)',
+      numberList((n) => Number.isInteger(n) && n >= 32, 'sizes ≥ 32'),
+    )
     .option('--keep-runs <dir>', "accuracy: keep each run's output folder under <dir> (default: removed), e.g. for `finetune runs <dir>`")
     .addHelpText(
       'after',
@@ -430,6 +437,9 @@ export async function main(argv: string[]): Promise<number> {
     seconds: 0,
   };
 
+  // Measurements reported as a flat list (counts), beside the per-backend ones.
+  const results: CountsResult[] = [];
+  const countsErrors: string[] = [];
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'finetune-bench-'));
   try {
     if (only.has('decode')) {
@@ -469,6 +479,15 @@ export async function main(argv: string[]): Promise<number> {
         else b.stagedError = out.error ?? 'no result';
       }
       if (only.has('accuracy')) b.accuracy = await accuracy(backend, w.accuracy, sharedDir, timeLimit('accuracy'), b);
+      if (only.has('counts') && backend !== 'webgpu') b.notes.push('counts: GPU dispatches are counted on webgpu only');
+      if (only.has('counts') && backend === 'webgpu') {
+        for (const spec of countsJobSpecs(flags.quick, flags.countsSizes)) {
+          const out = await runJob<CountsResult[]>({ kind: 'counts', backend, counts: spec }, timeLimit('counts'));
+          b.detail ??= out.engine?.detail;
+          if (out.result) results.push(...out.result);
+          else countsErrors.push(`${spec.stage} ${spec.variant}: ${out.error ?? 'no result'}`);
+        }
+      }
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
@@ -477,7 +496,8 @@ export async function main(argv: string[]): Promise<number> {
   report.seconds = Math.round((Date.now() - started.getTime()) / 100) / 10;
   const out = path.resolve(flags.out ?? defaultOut(report.machine.hostname, backends, started));
   mkdirSync(path.dirname(out), { recursive: true });
-  await writeFileAtomic(out, JSON.stringify(report, null, 2) + '\n');
+  const written = only.has('counts') ? { ...report, results, ...(countsErrors.length ? { countsErrors } : {}) } : report;
+  await writeFileAtomic(out, JSON.stringify(written, null, 2) + '\n');
 
   const m = report.machine;
   console.log(
@@ -486,6 +506,14 @@ export async function main(argv: string[]): Promise<number> {
   );
   for (const b of report.backends) console.log(`${b.name}: ${b.detail ?? 'not started'}${b.notes.length ? ` — ${b.notes.join('; ')}` : ''}`);
   console.log(`\n${formatTable(tableRows(report))}\n`);
+  for (const r of results) {
+    console.log(
+      `counts ${r.model}, batch ${r.batch}, ${r.stage} (${r.trains}), ${r.variant}: ${r.dispatchesPerStep} dispatches ` +
+        `(${r.dispatchesPerLayer} per layer of ${r.stepLayers}; ${r.layers} layers), ${r.readsPerStep} reads, ${r.allocationsPerStep} buffer allocations per step`,
+    );
+  }
+  for (const e of countsErrors) console.log(`counts failed: ${e}`);
+  if (results.length > 0) console.log(`counts notes: ${[...new Set(results.flatMap((r) => r.notes))].join('; ')}\n`);
   console.log(`written: ${path.relative(process.cwd(), out) || out} (${report.seconds} s in all)`);
   if (!only.has('accuracy')) {
     console.log('accuracy (not in the default run; minutes per configuration): npm run bench -- --only accuracy [--alphas 0.35,1] [--seeds 1,2,3] [--recipe augment-copies=4]');
@@ -495,7 +523,8 @@ export async function main(argv: string[]): Promise<number> {
     report.backends.some(
       (b) => b.stagedError || [...b.forward, ...b.train].some((r) => r.error) || (b.accuracy ?? []).some((c) => c.failures.length > 0),
     ) ||
-    (report.backends.length === 0 && !report.decode);
+    (report.backends.length === 0 && !report.decode) ||
+    countsErrors.length > 0;
   return failed ? 1 : 0;
 }
 
