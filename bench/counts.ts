@@ -195,7 +195,8 @@ export interface CountsJobSpec {
 }
 
 /**
- * Sizes counted on a CPU adapter instead of 224. The counts depend on the input size only where a
+ * Sizes counted on a CPU adapter instead of 224 (which lavapipe cannot even run at batch 32: a
+ * 112×112×96 activation of 32 images is 154 MB, over its 128 MiB storage-binding limit). The counts depend on the input size only where a
  * kernel picks its shader by shape, and those thresholds are on N·H·W per layer (tfjs's split-K
  * matrix product from 2000 pixels, finetune's split sums from 2000, its split filter gradients
  * from 64 or 256): at batch 32, every MobileNetV2 layer is on the same side of them at 128, 160 and
@@ -211,7 +212,8 @@ export function countsSizes(spec: CountsJobSpec, backendDetail: string): { sizes
   return {
     sizes: COUNTS_CPU_SIZES,
     note:
-      `counted at ${COUNTS_CPU_SIZES.join(' and ')} px, not 224: a 224 px step takes minutes on a CPU adapter; at batch ${spec.batch} ` +
+      `counted at ${COUNTS_CPU_SIZES.join(' and ')} px, not 224: a 224 px step takes minutes on a CPU adapter, and lavapipe cannot bind ` +
+      `its largest activations at batch 32 (154 MB; its limit is 128 MiB); at batch ${spec.batch} ` +
       'every layer is on the same side of the shape thresholds where kernels change shaders at these sizes as at 224 px, so 224 px dispatches the same counts',
   };
 }
