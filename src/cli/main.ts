@@ -4,6 +4,7 @@ import { backbones } from '../backbones/registry.js';
 import { FinetuneError, UsageError } from '../errors.js';
 import { formatAccuracy } from '../train/metrics.js';
 import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
+import { checkCommand } from './check.js';
 import { doctorCommand } from './doctor.js';
 import { evaluateCommand } from './evaluate.js';
 import { exportCommand } from './export.js';
@@ -156,6 +157,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
     .addCommand(predictCommand(setStatus))
     .addCommand(evaluateCommand(setStatus))
     .addCommand(exportCommand(setStatus))
+    .addCommand(checkCommand(setStatus))
     .addCommand(doctorCommand());
   addRunsCommand(program);
   try {

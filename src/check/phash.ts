@@ -1,0 +1,130 @@
+/**
+ * A perceptual hash (the DCT "pHash"): a 63-bit fingerprint that survives resizing, re-encoding and
+ * brightness changes. The image is shrunk to 32×32 grey, transformed with a 2-D DCT, and each of the
+ * 63 lowest-frequency coefficients (the 8×8 corner without the DC term, which only holds the mean
+ * brightness) becomes one bit: above or below their median. Photos that are the same picture differ
+ * in a few bits; different photos in about half of them.
+ */
+
+/** Side of the grey thumbnail the DCT runs on. */
+const THUMB = 32;
+/** Side of the low-frequency corner kept. */
+const KEEP = 8;
+
+/** A 63-bit hash as two 32-bit words. */
+export type PerceptualHash = [number, number];
+
+/** Precomputed DCT-II basis: cos((2x + 1) u π / 2N) for u < KEEP, x < THUMB. */
+const BASIS: Float64Array = (() => {
+  const b = new Float64Array(KEEP * THUMB);
+  for (let u = 0; u < KEEP; u++) {
+    for (let x = 0; x < THUMB; x++) b[u * THUMB + x] = Math.cos(((2 * x + 1) * u * Math.PI) / (2 * THUMB));
+  }
+  return b;
+})();
+
+/** A square part of an image: its top-left corner and side, in pixels. */
+export interface Region {
+  x: number;
+  y: number;
+  side: number;
+}
+
+/**
+ * Grey 32×32 thumbnail of a square part (default: all) of a square `size × size × 3` RGB image,
+ * by averaging the pixels of each cell.
+ */
+export function greyThumbnail(pixels: Uint8Array, size: number, region: Region = { x: 0, y: 0, side: size }): Float64Array {
+  if (pixels.length !== size * size * 3) throw new RangeError(`expected ${size}×${size}×3 bytes, got ${pixels.length}`);
+  const { x: x0, y: y0, side } = region;
+  if (side < THUMB) throw new RangeError(`perceptual hash needs at least ${THUMB} px, got ${side}`);
+  const sum = new Float64Array(THUMB * THUMB);
+  const count = new Float64Array(THUMB * THUMB);
+  for (let y = y0; y < y0 + side; y++) {
+    const row = Math.floor(((y - y0) * THUMB) / side) * THUMB;
+    for (let x = x0; x < x0 + side; x++) {
+      const cell = row + Math.floor(((x - x0) * THUMB) / side);
+      const i = (y * size + x) * 3;
+      // ITU-R BT.601 luma, as most pHash implementations use.
+      sum[cell]! += 0.299 * pixels[i]! + 0.587 * pixels[i + 1]! + 0.114 * pixels[i + 2]!;
+      count[cell]! += 1;
+    }
+  }
+  for (let c = 0; c < sum.length; c++) sum[c]! /= count[c]!;
+  return sum;
+}
+
+/** The pHash of a square `size × size × 3` RGB image (size ≥ 32), or of a square part of it. */
+export function perceptualHash(pixels: Uint8Array, size: number, region?: Region): PerceptualHash {
+  const grey = greyThumbnail(pixels, size, region);
+  // Separable DCT, only the KEEP lowest frequencies in each direction.
+  const rows = new Float64Array(THUMB * KEEP); // [y][v]
+  for (let y = 0; y < THUMB; y++) {
+    for (let v = 0; v < KEEP; v++) {
+      let s = 0;
+      for (let x = 0; x < THUMB; x++) s += grey[y * THUMB + x]! * BASIS[v * THUMB + x]!;
+      rows[y * KEEP + v] = s;
+    }
+  }
+  const coeffs: number[] = [];
+  for (let u = 0; u < KEEP; u++) {
+    for (let v = 0; v < KEEP; v++) {
+      if (u === 0 && v === 0) continue; // DC: the mean brightness
+      let s = 0;
+      for (let y = 0; y < THUMB; y++) s += rows[y * KEEP + v]! * BASIS[u * THUMB + y]!;
+      coeffs.push(s);
+    }
+  }
+  const median = [...coeffs].sort((a, b) => a - b)[coeffs.length >> 1]!;
+  const hash: PerceptualHash = [0, 0];
+  coeffs.forEach((c, bit) => {
+    if (c > median) hash[bit >> 5]! |= 1 << (bit & 31);
+  });
+  hash[0] >>>= 0;
+  hash[1] >>>= 0;
+  return hash;
+}
+
+function popcount(x: number): number {
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+}
+
+/** Number of differing bits (0 … 63). */
+export function hammingDistance(a: PerceptualHash, b: PerceptualHash): number {
+  return popcount((a[0] ^ b[0]) >>> 0) + popcount((a[1] ^ b[1]) >>> 0);
+}
+
+/** Share of the side that the crops of `cropHashes` keep: a 10 % crop, as a copy is often trimmed. */
+const CROP_KEEP = 0.9;
+
+/**
+ * The pHash of the whole image (first) and of five 90 % crops: the centre and the four corners. A
+ * copy that was trimmed by about 10 % on some sides looks like one of the crops of its original,
+ * which the whole-image hash alone misses (a 10 % corner crop moves 20–32 of the 63 bits; see
+ * near-duplicates.ts for the calibration).
+ */
+export function cropHashes(pixels: Uint8Array, size: number): PerceptualHash[] {
+  const side = Math.round(size * CROP_KEEP);
+  const far = size - side;
+  const mid = Math.round(far / 2);
+  const corners: [number, number][] = [
+    [mid, mid],
+    [0, 0],
+    [far, 0],
+    [0, far],
+    [far, far],
+  ];
+  return [perceptualHash(pixels, size), ...corners.map(([x, y]) => perceptualHash(pixels, size, { x, y, side }))];
+}
+
+/**
+ * How many bits two images' hashes differ by, allowing one to be a ~10 % crop of the other: the
+ * least distance between either whole-image hash and the other's whole or cropped hashes.
+ */
+export function cropTolerantDistance(a: readonly PerceptualHash[], b: readonly PerceptualHash[]): number {
+  let best = hammingDistance(a[0]!, b[0]!);
+  for (let i = 1; i < a.length && best > 0; i++) best = Math.min(best, hammingDistance(a[i]!, b[0]!), hammingDistance(a[0]!, b[i]!));
+  return best;
+}
