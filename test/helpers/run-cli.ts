@@ -12,13 +12,14 @@ export interface CliRun {
  * worker: a spawnSync of a minute or more keeps vitest from hearing from the worker and it reports
  * "Timeout calling onTaskUpdate".
  */
-export function runCli(command: string, args: string[], options: { cwd?: string; timeout?: number } = {}): Promise<CliRun> {
+export function runCli(command: string, args: string[], options: { cwd?: string; timeout?: number; input?: string } = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd, timeout: options.timeout, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { cwd: options.cwd, timeout: options.timeout, stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    child.stdin?.end(options.input);
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     child.on('error', reject);
     child.on('close', (status) => resolve({ status, stdout, stderr }));
   });
