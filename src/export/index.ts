@@ -13,7 +13,8 @@ import type { ExportFormat } from './types.js';
 
 export type { ExportContext, ExportFormat } from './types.js';
 
-// TODO(lead): add onnxFormat (./onnx.js) and webFormat (./web.js) here once those files exist.
+// TODO(lead): once src/export/onnx.ts and web.ts are committed, import { onnxFormat } from './onnx.js' and
+// { webFormat } from './web.js' and list them: [tfjsFormat, kerasFormat, onnxFormat, webFormat, tmFormat].
 /** Every format `finetune export` writes, in --help and --all order. */
 export const EXPORT_FORMATS: readonly ExportFormat[] = [tfjsFormat, kerasFormat, tmFormat];
 
