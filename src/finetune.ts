@@ -11,7 +11,8 @@ import { loadBackboneWeights, seedRandomWeights } from './backbones/weights.js';
 import { loadImageData, type ImageData } from './data/image-data.js';
 import { storeImages } from './data/pixel-store.js';
 import { discoverLayout } from './data/layout.js';
-import type { AugmentLevel, ResizeMode } from './data/types.js';
+import type { AugmentLevel, DatasetLayout, ResizeMode } from './data/types.js';
+import { exactCrossSplitDuplicates } from './check/exact.js';
 import { DEFAULTS } from './defaults.js';
 import { initEngine, type BackendRequest, type EngineInfo } from './engine/backend.js';
 import { FinetuneError, InterruptedError, UsageError } from './errors.js';
@@ -159,6 +160,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
 
   const layout = await discoverLayout(dataRoot, { valSplit: opts.valSplit, seed: opts.seed });
   for (const warning of layout.warnings ?? []) reporter.warn(warning);
+  const dataWarnings = await checkSplits(layout, opts, reporter);
   // Weights before decoding: a missing or mismatched weights file should fail in seconds, not after.
   const fromScratch = opts.weights === 'none';
   // From random weights every BN layer trains, and a few hundred steps must be enough for its
@@ -207,7 +209,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const classWeights = opts.classWeight === 'auto' ? balancedClassWeights(data.train.labels, data.classes.length) : undefined;
 
   await fs.mkdir(out, { recursive: true });
-  const config = runConfig({ opts, spec, data, layoutInfo: layout, preprocessing, engine, weightsSource, dataRoot, fingerprint });
+  const config = runConfig({ opts, spec, data, layoutInfo: layout, preprocessing, engine, weightsSource, dataRoot, fingerprint, dataWarnings });
   const hasValid = data.valid.images.length > 0;
   const monitor = hasValid ? 'valLoss' : 'loss';
   const earlyStopping = new EarlyStopping({ patience: opts.patience, monitor });
@@ -363,6 +365,36 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     trainer.dispose();
     model.dispose();
   }
+}
+
+/**
+ * Two checks of the data that cost only reading the files, warned about in one line each (details
+ * in finetune.json): byte-identical images in two splits (validation or test accuracy then counts
+ * images the model trained on), and a class imbalance above 3 (what the seed advice calls the
+ * point for class weights). `finetune check` looks further (near duplicates, suspect labels).
+ */
+async function checkSplits(layout: DatasetLayout, opts: ResolvedOptions, reporter: Reporter): Promise<{ crossSplitDuplicates: { files: string[]; splits: string[] }[]; imbalance?: number }> {
+  const rel = (file: string) => relativeName(layout.root, file);
+  const crossSplitDuplicates = (await exactCrossSplitDuplicates(layout)).map((g) => ({ files: g.files.map(rel), splits: g.splits }));
+  if (crossSplitDuplicates.length > 0) {
+    const first = crossSplitDuplicates[0]!.files;
+    reporter.warn(
+      `${crossSplitDuplicates.length} image${crossSplitDuplicates.length > 1 ? 's are' : ' is'} byte-identical in two splits (e.g. ${first.join(' = ')}): ` +
+        'validation/test accuracy counts images the model trained on. The list is in finetune.json (data.warnings); `finetune check` finds near-copies too.',
+    );
+  }
+  const counts = layout.classes.map((_, c) => layout.train.filter((f) => f.label === c).length);
+  const smallest = Math.min(...counts.filter((n) => n > 0));
+  const imbalance = counts.length > 1 && smallest > 0 ? Math.max(...counts) / smallest : undefined;
+  if (imbalance !== undefined && imbalance > 3) {
+    const largest = layout.classes[counts.indexOf(Math.max(...counts))];
+    const least = layout.classes[counts.indexOf(smallest)];
+    reporter.warn(
+      `the classes are imbalanced: ${largest} has ${(imbalance).toFixed(1)}× the training images of ${least}. ` +
+        (opts.classWeight === 'auto' ? '--class-weight auto (on) balances the loss; watch per-class recall in metrics.json.' : 'Consider --class-weight auto (it balances the loss).'),
+    );
+  }
+  return { crossSplitDuplicates, ...(imbalance !== undefined ? { imbalance } : {}) };
 }
 
 /** Applies defaults and checks every value, so a bad flag fails before any work (exit status 2). */
@@ -631,8 +663,9 @@ function runConfig(args: {
   weightsSource: string;
   dataRoot: string;
   fingerprint: string;
+  dataWarnings: Awaited<ReturnType<typeof checkSplits>>;
 }) {
-  const { opts, spec, data, layoutInfo, preprocessing, engine, weightsSource, dataRoot, fingerprint } = args;
+  const { opts, spec, data, layoutInfo, preprocessing, engine, weightsSource, dataRoot, fingerprint, dataWarnings } = args;
   const countPerClass = (labels: Int32Array) =>
     Object.fromEntries(data.classes.map((name, c) => [name, labels.filter((l) => l === c).length]));
   const { data: _data, out: _out, overwrite: _overwrite, ...training } = opts;
@@ -653,6 +686,7 @@ function runConfig(args: {
       ...(data.testLabelled.images.length > 0 ? { testLabelled: countPerClass(data.testLabelled.labels) } : {}),
       skipped: data.skipped.length,
       ignored: layoutInfo.ignored,
+      warnings: dataWarnings,
     },
     engine: { backend: engine.backend, detail: engine.detail },
     versions: {

@@ -74,3 +74,24 @@ describe('a labelled test split (test/<class>/)', () => {
     expect(table).toMatch(/test acc/);
   });
 });
+
+describe('training warns about the data', () => {
+  it('names byte-identical images across splits and a class imbalance above 3, with details in finetune.json', async () => {
+    const data = path.join(dir, 'leaky');
+    await makeShapesDataset(data, { trainPerClass: 4, validPerClass: 2, testCount: 0, size: 32, seed: 3 });
+    const circle = readdirSync(path.join(data, 'train/circle'));
+    cpSync(path.join(data, 'train/circle', circle[0]!), path.join(data, 'valid/circle/leaked.png'));
+    // 4 squares against 13 circles: imbalance 3.25.
+    for (let i = 0; i < 9; i++) cpSync(path.join(data, 'train/circle', circle[i % circle.length]!), path.join(data, 'train/circle', `extra-${i}.png`));
+    const warnings: string[] = [];
+    const reporter = { info: () => {}, warn: (m: string) => void warnings.push(m), task: () => ({ update: () => {}, finish: () => {} }) };
+    const out = path.join(dir, 'out-leaky');
+    await fineTune({ data, out, alpha: 0.35, imageSize: 32, weights: 'none', epochs: 1, batchSize: 8, augment: 'none', backend: 'wasm', reporter });
+    expect(warnings.find((w) => /byte-identical in two splits.*valid\/circle\/leaked\.png/.test(w))).toBeDefined();
+    expect(warnings.find((w) => /imbalanced: circle has 3\.3× the training images of (square|triangle)/.test(w))).toBeDefined();
+    const config = JSON.parse(readFileSync(path.join(out, 'finetune.json'), 'utf8'));
+    const leaked = config.data.warnings.crossSplitDuplicates.find((g: { files: string[] }) => g.files.includes('valid/circle/leaked.png'));
+    expect(new Set(leaked.splits)).toEqual(new Set(['train', 'valid']));
+    expect(config.data.warnings.imbalance).toBeCloseTo(13 / 4, 5);
+  });
+});
