@@ -17,7 +17,9 @@ import { DEFAULTS } from './defaults.js';
 import { initEngine, type BackendRequest, type EngineInfo } from './engine/backend.js';
 import { FinetuneError, InterruptedError, UsageError } from './errors.js';
 import { isEmptyOrMissing } from './io/atomic.js';
-import { saveModelDir } from './io/model-io.js';
+import { saveClassifierModel } from './io/classifier-model.js';
+import { MODEL_FORMAT } from './predict/classifier.js';
+import { exportFormat, exportRun } from './export/index.js';
 import {
   RUN_FILES,
   relativeName,
@@ -105,6 +107,8 @@ export interface FineTuneOptions {
   reporter?: Reporter;
   /** Extra callbacks for the training loop. */
   callbacks?: Callback[];
+  /** Formats to export the finished model to (`finetune export` names: tfjs, keras, tm, onnx, web), into `<out>/export/`. */
+  export?: string[];
   /**
    * Test hook: training batches of more images than this fail as if out of memory (the Trainer then
    * halves the batch). Also read from FINETUNE_TEST_FAIL_BATCHES_ABOVE, for tests of the CLI.
@@ -113,7 +117,7 @@ export interface FineTuneOptions {
 }
 
 /** The options after defaults, as recorded in finetune.json. */
-export type ResolvedOptions = Required<Omit<FineTuneOptions, 'reporter' | 'callbacks' | 'unfreezeFrom' | 'resume' | 'signal' | 'failBatchesAbove'>> & {
+export type ResolvedOptions = Required<Omit<FineTuneOptions, 'reporter' | 'callbacks' | 'unfreezeFrom' | 'resume' | 'signal' | 'failBatchesAbove' | 'export'>> & {
   unfreezeFrom?: string;
 };
 
@@ -149,6 +153,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const reporter = options.reporter ?? silentReporter;
   const spec = getBackbone(options.backbone ?? DEFAULTS.backbone);
   const opts = resolveOptions(options, spec);
+  const exports = (options.export ?? []).map(exportFormat); // an unknown format fails now, not after training
   const dataRoot = path.resolve(opts.data);
   const out = path.resolve(opts.out);
   const files = (name: string) => path.join(out, name);
@@ -207,6 +212,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const preprocessing: Preprocessing =
     opts.preprocess === 'dataset-mean' ? withDatasetMean(spec.preprocessing, channelMean(storeImages(data.train.images))) : spec.preprocessing;
   const classWeights = opts.classWeight === 'auto' ? balancedClassWeights(data.train.labels, data.classes.length) : undefined;
+  const modelInfo = { classes: data.classes, imageSize: opts.imageSize, resize: opts.resize, preprocessing };
 
   await fs.mkdir(out, { recursive: true });
   const config = runConfig({ opts, spec, data, layoutInfo: layout, preprocessing, engine, weightsSource, dataRoot, fingerprint, dataWarnings });
@@ -219,7 +225,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       ? new ReduceLROnPlateau({ patience: Math.max(1, Math.ceil(opts.patience / 2)), monitor })
       : new LearningRateSchedule(opts.lrSchedule, { warmupEpochs: opts.warmupEpochs }),
     new ModelCheckpoint(async (_ctx, logs) => {
-      await saveModelDir(model, files(RUN_FILES.model));
+      await saveClassifierModel(model, files(RUN_FILES.model), modelInfo);
       await writeJson(files(RUN_FILES.config), { ...config, checkpoint: { stage: logs.stage, epoch: logs.epoch } });
     }, { monitor }),
     new HistoryLogger((history) => writeHistoryCsv(files(RUN_FILES.history), history)),
@@ -294,7 +300,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         seconds: (performance.now() - started) / 1000,
       },
     };
-    await saveModelDir(model, files(RUN_FILES.model));
+    await saveClassifierModel(model, files(RUN_FILES.model), modelInfo);
     await writeJson(files(RUN_FILES.config), finalConfig);
     await writeHistoryCsv(files(RUN_FILES.history), trainer.history);
     if (metrics || testMetrics) {
@@ -327,6 +333,8 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     if (!metrics && !testMetrics) await fs.rm(files(RUN_FILES.metrics), { force: true });
     if (predictions.length === 0) await fs.rm(files(RUN_FILES.predictions), { force: true });
     await fs.rm(files(RUN_FILES.checkpoint), { recursive: true, force: true });
+    const exported =
+      exports.length > 0 ? await exportRun({ run: out, formats: exports, overwrite: true, log: (m) => reporter.info(m) }) : undefined;
 
     return {
       out,
@@ -338,6 +346,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         RUN_FILES.skipped,
         ...(predictions.length > 0 ? [RUN_FILES.predictions] : []),
         ...reportFiles,
+        ...(exported ? exported.written.map((w) => path.relative(out, w.out)) : []),
       ],
       classes: data.classes,
       engine,
@@ -670,7 +679,7 @@ function runConfig(args: {
     Object.fromEntries(data.classes.map((name, c) => [name, labels.filter((l) => l === c).length]));
   const { data: _data, out: _out, overwrite: _overwrite, ...training } = opts;
   return {
-    format: 'finetune-model/1',
+    format: MODEL_FORMAT,
     created: new Date().toISOString(),
     classes: data.classes,
     backbone: { name: spec.name, alpha: spec.alphas ? opts.alpha : undefined, weights: weightsSource },

@@ -69,6 +69,9 @@ export { SPEED_PROBE_DEFAULTS, speedProbe, speedProbes } from './engine/speed-pr
 export { FusedInference } from './engine/fused-inference.js';
 export type { SpeedProbeOptions, SpeedProbeOutcome, SpeedProbeResult, SpeedProbesOptions } from './engine/speed-probe.js';
 export { loadModelDir, saveModelDir } from './io/model-io.js';
+export { saveClassifierModel } from './io/classifier-model.js';
+export { EXPORT_FORMATS, exportFormat, exportRun } from './export/index.js';
+export type { ExportContext, ExportFormat } from './export/types.js';
 export type { Reporter, ProgressTask } from './reporter.js';
 
 // Prediction and evaluation

@@ -95,3 +95,17 @@ describe('training warns about the data', () => {
     expect(config.data.warnings.imbalance).toBeCloseTo(13 / 4, 5);
   });
 });
+
+describe('training exports at the end (--export)', () => {
+  it('writes each format asked for into <out>/export/, and refuses an unknown one before any work', async () => {
+    const data = path.join(dir, 'export-data');
+    await makeShapesDataset(data, { trainPerClass: 4, validPerClass: 2, testCount: 0, size: 32, seed: 4 });
+    const out = path.join(dir, 'out-export');
+    const base = { data, out, alpha: 0.35, imageSize: 32, weights: 'none', epochs: 1, batchSize: 8, augment: 'none' as const, backend: 'wasm' as const };
+    await expect(fineTune({ ...base, export: ['keras', 'tensorrt'] })).rejects.toThrow(/--format tensorrt is not a format/);
+    expect(readdirSync(dir)).not.toContain('out-export'); // nothing was written
+    const result = await fineTune({ ...base, export: ['keras', 'tfjs'] });
+    expect(readdirSync(path.join(out, 'export')).sort()).toEqual(['model.h5', 'tfjs']);
+    expect(result.files).toEqual(expect.arrayContaining(['export/model.h5', 'export/tfjs']));
+  });
+});

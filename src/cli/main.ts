@@ -72,6 +72,7 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
     .addOption(new Option('--class-weight <how>', 'balance the loss for imbalanced classes').choices(['auto', 'none']).default(DEFAULTS.classWeight))
     .option('--seed <n>', 'seed for the split, data order, augmentation and initial weights', integer('--seed'), DEFAULTS.seed)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default(DEFAULTS.backend))
+    .option('--export <formats>', 'after training, also export the model: a comma-separated list of finetune export formats (tfjs, keras, tm, onnx, web) into <out>/export/', (v: string) => v.split(',').map((f) => f.trim()).filter(Boolean))
     .option('-o, --out <dir>', 'output folder', DEFAULTS.out)
     .option('--overwrite', 'replace the outputs of an earlier run in --out')
     .option('--resume <dir>', 'continue the interrupted run in <dir> from its last completed epoch (give the same options)')
