@@ -13,7 +13,7 @@ import { UsageError } from '../errors.js';
 import { relativeName } from '../io/run-outputs.js';
 import { silentReporter, type Reporter } from '../reporter.js';
 import { crossesSplits, exactDuplicateGroups, layoutFiles, type SplitName } from './exact.js';
-import { loadFeatureModel, pooledFeatures } from './features.js';
+import { loadFeatureModel, pooledFeatures, resolveFeatureOptions } from './features.js';
 import { readImageHeader, type ImageIssueKind } from './inspect.js';
 import { outOfFoldProbabilities, rankSuspects } from './labels.js';
 import { crossSplitNearDuplicates } from './near.js';
@@ -162,6 +162,7 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
   const backbone = options.backbone ?? 'mobilenetv2';
   const weights = options.weights ?? 'imagenet';
 
+  resolveFeatureOptions({ backbone, alpha: options.alpha, imageSize: options.imageSize, weights }); // usage errors first
   const layout = await discoverLayout(options.data, { valSplit, seed });
   const root = layout.root;
   const rel = (file: string) => relativeName(root, file);

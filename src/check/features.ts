@@ -35,16 +35,23 @@ export interface FeatureModel {
 }
 
 /**
- * Builds the backbone and loads its pretrained weights, the same way training does. Random weights
- * (`none`) are refused: their features say nothing about which photos look alike.
+ * The backbone spec, alpha and image size for these options; a UsageError (exit 2) for values
+ * the backbone does not have or for random weights. Cheap: call it before any slow work.
  */
-export async function loadFeatureModel(options: FeatureModelOptions): Promise<FeatureModel> {
-  const reporter = options.reporter ?? silentReporter;
+export function resolveFeatureOptions(options: Omit<FeatureModelOptions, 'reporter'>): { spec: BackboneSpec; alpha: number; imageSize: number } {
   const spec = getBackbone(options.backbone);
   const { alpha, imageSize } = validateBackboneOptions(spec, { alpha: options.alpha, imageSize: options.imageSize });
   if (options.weights === 'none') {
+    // Random weights' features say nothing about which photos look alike.
     throw new UsageError('--weights none: check compares pretrained features; give --weights imagenet or a weights file');
   }
+  return { spec, alpha, imageSize };
+}
+
+/** Builds the backbone and loads its pretrained weights, the same way training does. */
+export async function loadFeatureModel(options: FeatureModelOptions): Promise<FeatureModel> {
+  const reporter = options.reporter ?? silentReporter;
+  const { spec, alpha, imageSize } = resolveFeatureOptions(options);
   let file = options.weights;
   if (file === 'imagenet') {
     const official = spec.imagenetWeights({ alpha, imageSize });
