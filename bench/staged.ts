@@ -112,15 +112,15 @@ function head(set: ImageSet, n: number): ImageSet {
   };
 }
 
-function maxAbsDiff(a: tf.LayersModel, b: tf.LayersModel): number {
+async function maxAbsDiff(a: tf.LayersModel, b: tf.LayersModel): Promise<number> {
   const wa = a.getWeights();
   const wb = b.getWeights();
   let max = 0;
-  wa.forEach((w, i) => {
-    const x = w.dataSync();
-    const y = wb[i]!.dataSync();
+  for (const [i, w] of wa.entries()) {
+    // data(), not dataSync(): WebGPU cannot read back synchronously in Node (no OffscreenCanvas).
+    const [x, y] = await Promise.all([w.data(), wb[i]!.data()]);
     for (let j = 0; j < x.length; j++) max = Math.max(max, Math.abs(x[j]! - y[j]!));
-  });
+  }
   return max;
 }
 
@@ -208,7 +208,7 @@ export async function benchStaged(options: StagedOptions, log: (line: string) =>
 
     const cached = await run(first, 'default');
     const uncached = await run(second, 0);
-    const maxWeightDiff = maxAbsDiff(first, second);
+    const maxWeightDiff = await maxAbsDiff(first, second);
     log(`  speed-up from caching ${round(uncached.seconds / cached.seconds, 2)}×, max weight difference ${maxWeightDiff}`);
     return {
       dataset: {
