@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { preprocessInto, type Preprocessing } from '../src/backbones/preprocess.js';
 import { decodeImage } from '../src/data/decode.js';
 import { makeShapesDataset } from '../src/data/synthetic.js';
 import { initEngine } from '../src/engine/backend.js';
@@ -63,9 +62,13 @@ describe('finetune <data> (child process)', () => {
       'confusion.png', 'curves.png', 'finetune.json', 'history.csv', 'metrics.json', 'model', 'predictions.csv',
       'report.html', 'skipped.csv', 'top-losses.png',
     ]);
-    expect(readdirSync(path.join(out, 'model')).filter((f) => !f.startsWith('.')).length).toBe(2);
+    // model/: the tfjs model, its one weights file, and Teachable Machine's metadata.json.
+    const modelFiles = readdirSync(path.join(out, 'model')).filter((f) => !f.startsWith('.')).sort();
+    expect(modelFiles).toHaveLength(3);
+    expect(modelFiles).toEqual(['metadata.json', 'model.json', expect.stringMatching(/^weights-[0-9a-f]+\.bin$/)]);
 
     const config = JSON.parse(readFileSync(path.join(out, 'finetune.json'), 'utf8'));
+    expect(config.format).toBe('finetune-model/2');
     expect(config.classes).toEqual(['circle', 'square', 'triangle']);
     expect(config.backbone).toMatchObject({ name: 'mobilenetv2', alpha: 0.35 });
     expect(config.input).toMatchObject({ size: 96, resize: 'stretch' });
@@ -98,14 +101,13 @@ describe('finetune <data> (child process)', () => {
       expect(Number(confidence)).toBe(Math.max(...p));
     }
 
-    // The saved model + the preprocessing recorded in finetune.json reproduce predictions.csv.
+    // The saved model, fed raw RGB 0–255 at the size finetune.json records (format 2: the
+    // preprocessing is the model's first layer), reproduces predictions.csv.
     await initEngine('wasm');
     const model = await loadModelDir(path.join(out, 'model'));
     const [file, , , ...probs] = predictions[1]!;
     const pixels = await decodeImage(path.join(data, file!), { size: 96, resize: 'stretch' });
-    const input = new Float32Array(96 * 96 * 3);
-    preprocessInto(pixels, config.input.preprocessing as Preprocessing, input);
-    const output = model.predict(tf.tensor4d(input, [1, 96, 96, 3])) as tf.Tensor;
+    const output = model.predict(tf.tensor4d(Float32Array.from(pixels), [1, 96, 96, 3])) as tf.Tensor;
     Array.from(output.dataSync()).forEach((p, i) => expect(p).toBeCloseTo(Number(probs[i]), 4));
   });
 
