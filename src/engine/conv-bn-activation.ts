@@ -11,11 +11,11 @@
  *
  * - forward: the convolution (tfjs's kernel), then one shader computing act(z · s + b) with
  *   s = γ / √(σ² + ε) and b = β − μ · s worked out per element from the four vectors: 2 dispatches;
- * - backward: one shader for dz = dy · mask · s, one per parameter for dβ = Σ dy · mask and
- *   dγ = Σ dy · mask · (z − μ) / √(σ² + ε) (over N·H·W; split over workgroups and added by a second
- *   shader when N·H·W ≥ 2000), and the convolution's filter and input gradients (tfjs's kernels,
- *   or finetune's WebGPU filter gradients): 5 to 8 dispatches. The input gradient is skipped when
- *   the caller says the input needs none (the lowest trainable layer).
+ * - backward: one shader for dz = dy · mask · s; dβ = Σ dy · mask and dγ = Σ dy · mask · (z − μ) /
+ *   √(σ² + ε) over N·H·W in one shader each, or, from 2000 pixels on, in one shader for both split
+ *   over workgroups plus one per parameter adding the splits; the convolution's filter and input
+ *   gradients (tfjs's kernels, or finetune's WebGPU filter gradients): 5 to 7 dispatches. The input
+ *   gradient is skipped when the caller says the input needs none (the lowest trainable layer).
  *
  * mask is 1 where the pre-activation p = z · s + b passes (ReLU6: 0 ≤ p ≤ 6, as tfjs's clipByValue
  * gradient; none: everywhere). The batch norm's μ and σ² are constants here (inference mode: they
@@ -25,8 +25,7 @@
  * tested against).
  */
 import * as tf from '@tensorflow/tfjs';
-import { installKernel, kernelFunc, registeredKernel, runKernel, runWebGPUProgram, type TensorInfo, type WebGPUProgram } from './tfjs-internals.js';
-import { sumSplits } from './webgpu-kernels.js';
+import { freeData, installKernel, kernelFunc, registeredKernel, runKernel, runWebGPUProgram, type TensorInfo, type WebGPUProgram } from './tfjs-internals.js';
 
 export type UnitActivation = 'linear' | 'relu6';
 
@@ -50,7 +49,7 @@ export interface ConvBatchNormUnit {
 
 const AFFINE = 'FinetuneAffineActivation';
 const AFFINE_GRAD = 'FinetuneAffineActivationGrad';
-const PARAM_GRAD = 'FinetuneAffineParamGrad';
+const PARAM_GRADS = 'FinetuneAffineParamGrads';
 const BACKEND = 'webgpu';
 
 /** Below this many pixels (N·H·W) a parameter's sum runs in one dispatch; from it on, split over workgroups. */
@@ -72,11 +71,7 @@ export function convBatchNormActivation(x: tf.Tensor4D, unit: ConvBatchNormUnit)
       gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) => {
         const [z, input] = saved as [tf.Tensor4D, tf.Tensor4D];
         const dz = affineActivationGrad(dy, z, unit);
-        const grads = [
-          filterGradient(input, dz, unit),
-          parameterGradient(dy, z, unit, 'gamma'),
-          parameterGradient(dy, z, unit, 'beta'),
-        ];
+        const grads = [filterGradient(input, dz, unit), ...parameterGradients(dy, z, unit)];
         return unit.inputGradient ? [inputGradient(x.shape, dz, unit), ...grads] : grads;
       },
     };
@@ -130,13 +125,14 @@ function affineActivationGrad(dy: tf.Tensor4D, z: tf.Tensor4D, unit: ConvBatchNo
   return tf.mul(maskedDy(dy, z, unit), scaleShift(unit).scale) as tf.Tensor4D;
 }
 
-function parameterGradient(dy: tf.Tensor4D, z: tf.Tensor4D, unit: ConvBatchNormUnit, which: 'gamma' | 'beta'): tf.Tensor1D {
+/** [dγ, dβ]. */
+function parameterGradients(dy: tf.Tensor4D, z: tf.Tensor4D, unit: ConvBatchNormUnit): [tf.Tensor1D, tf.Tensor1D] {
   if (useShaders()) {
-    return runKernel(PARAM_GRAD, { dy, ...bnInputs(z, unit) }, { epsilon: unit.epsilon, activation: unit.activation, which }) as tf.Tensor1D;
+    return runKernel(PARAM_GRADS, { dy, ...bnInputs(z, unit) }, { epsilon: unit.epsilon, activation: unit.activation }) as [tf.Tensor1D, tf.Tensor1D];
   }
   const g = maskedDy(dy, z, unit);
   const inv = tf.rsqrt(tf.add(unit.variance, unit.epsilon));
-  return tf.sum(which === 'beta' ? g : tf.mul(g, tf.mul(tf.sub(z, unit.mean), inv)), [0, 1, 2]) as tf.Tensor1D;
+  return [tf.sum(tf.mul(g, tf.mul(tf.sub(z, unit.mean), inv)), [0, 1, 2]) as tf.Tensor1D, tf.sum(g, [0, 1, 2]) as tf.Tensor1D];
 }
 
 /** s = γ / √(σ² + ε), b = β − μ · s (as batchNormScaleShift). */
@@ -243,9 +239,10 @@ class AffineActivationGradProgram extends ChannelwiseProgram {
 }
 
 /**
- * Partial sums per channel of dy · mask (β) or dy · mask · (z − μ) / √(σ² + ε) (γ): output
- * [splits, C], split s summing pixels [s·chunk, (s+1)·chunk). Workgroup (tile, s) takes 64 channels,
- * 4 lanes each walking every 4th pixel; the lanes are added in workgroup memory.
+ * Sums per channel of dy · mask · (z − μ) / √(σ² + ε) (γ) and of dy · mask (β), over pixels
+ * [s·chunk, (s+1)·chunk) for split s: output [splits, C] for one of them, or [splits, 2, C] (γ
+ * then β) for both. Workgroup (tile, s) takes 64 channels, 4 lanes each walking every 4th pixel;
+ * the lanes are added in workgroup memory.
  */
 class ParamGradProgram implements WebGPUProgram {
   outputShape: number[];
@@ -260,17 +257,20 @@ class ParamGradProgram implements WebGPUProgram {
     splits: number,
     channels: number,
     private readonly activation: UnitActivation,
-    private readonly which: 'gamma' | 'beta',
+    private readonly which: 'gamma' | 'beta' | 'both',
   ) {
-    this.outputShape = [splits, channels];
+    this.outputShape = which === 'both' ? [splits, 2, channels] : [splits, channels];
     this.dispatch = [ceilDiv(channels, CHANNELS_PER_WORKGROUP), splits, 1];
     this.shaderKey = `finetuneAffineParamGrad_${activation}_${which}`;
   }
 
   getUserCode(): string {
-    const term = this.which === 'beta' ? 'g' : 'g * (zi - mean[c]) * inv';
+    const sums = this.which === 'both' ? 2 : 1;
+    // Accumulator k: γ's term, β's term, or the one asked for.
+    const terms = this.which === 'both' ? ['g * (zi - mean[c]) * inv', 'g'] : [this.which === 'beta' ? 'g' : 'g * (zi - mean[c]) * inv'];
+    const lanes = CHANNELS_PER_WORKGROUP * LANES;
     return `
-      var<workgroup> laneSums : array<f32, ${CHANNELS_PER_WORKGROUP * LANES}>;
+      var<workgroup> laneSums : array<f32, ${sums * lanes}>;
 
       fn main() {
         let c = i32(globalId.x);
@@ -280,24 +280,28 @@ class ParamGradProgram implements WebGPUProgram {
         let channels = uniforms.channels;
         let pStart = split * uniforms.chunk;
         let pEnd = min(pStart + uniforms.chunk, uniforms.pixels);
-        var acc = 0.0;
+        var acc : array<f32, ${sums}>;
         if (c < channels) {${SCALE_SHIFT}
           for (var p = pStart + lane; p < pEnd; p += ${LANES}) {
             let i = p * channels + c;
             let zi = z[i];
             let pre = zi * scale + shift;
             let g = select(0.0, dy[i], ${passes(this.activation, 'pre')});
-            acc += ${term};
+            ${terms.map((t, k) => `acc[${k}] += ${t};`).join(' ')}
           }
         }
-        laneSums[lane * ${CHANNELS_PER_WORKGROUP} + lx] = acc;
+        for (var k = 0; k < ${sums}; k++) {
+          laneSums[k * ${lanes} + lane * ${CHANNELS_PER_WORKGROUP} + lx] = acc[k];
+        }
         workgroupBarrier();
         if (lane == 0 && c < channels) {
-          var sum = 0.0;
-          for (var l = 0; l < ${LANES}; l++) {
-            sum += laneSums[l * ${CHANNELS_PER_WORKGROUP} + lx];
+          for (var k = 0; k < ${sums}; k++) {
+            var sum = 0.0;
+            for (var l = 0; l < ${LANES}; l++) {
+              sum += laneSums[k * ${lanes} + l * ${CHANNELS_PER_WORKGROUP} + lx];
+            }
+            result[(split * ${sums} + k) * channels + c] = sum;
           }
-          result[split * channels + c] = sum;
         }
       }
     `;
@@ -325,25 +329,75 @@ const affineGradKernel = kernelFunc(({ inputs, backend, attrs }: Args) => {
   return runWebGPUProgram(backend, program, [inputs.dy!, z, ...bnInfos(inputs)], 'float32', channelUniforms(attrs, z.shape));
 });
 
-const paramGradKernel = kernelFunc(({ inputs, backend, attrs }: Args) => {
+/**
+ * [dγ, dβ]: over fewer than SPLIT_PIXELS pixels, one shader each; from there on, one shader for
+ * both sums split over workgroups ([splits, 2, C]) and one per parameter adding the splits.
+ */
+const paramGradsKernel = kernelFunc(({ inputs, backend, attrs }: Args) => {
   const z = inputs.z!;
   const channels = channelsOf(z.shape);
   const pixels = tf.util.sizeFromShape(z.shape) / channels;
   const splits = pixels >= SPLIT_PIXELS ? ceilDiv(pixels, PIXELS_PER_SPLIT) : 1;
   const chunk = ceilDiv(pixels, splits);
-  const program = new ParamGradProgram(splits, channels, attrs.activation as UnitActivation, attrs.which as 'gamma' | 'beta');
-  const partials = runWebGPUProgram(backend, program, [inputs.dy!, z, ...bnInfos(inputs)], 'float32', [
-    ...channelUniforms(attrs, z.shape),
-    { type: 'int32', data: [chunk] },
-    { type: 'int32', data: [pixels] },
-  ]);
-  return sumSplits(backend, partials, splits, [channels]);
+  const activation = attrs.activation as UnitActivation;
+  const sums = (which: 'gamma' | 'beta' | 'both') =>
+    runWebGPUProgram(backend, new ParamGradProgram(splits, channels, activation, which), [inputs.dy!, z, ...bnInfos(inputs)], 'float32', [
+      ...channelUniforms(attrs, z.shape),
+      { type: 'int32', data: [chunk] },
+      { type: 'int32', data: [pixels] },
+    ]);
+  if (splits === 1) return [view(sums('gamma'), [channels]), view(sums('beta'), [channels])];
+  const partials = sums('both');
+  const out = [0, 1].map((row) =>
+    runWebGPUProgram(backend, new AddSplitsProgram(channels), [partials], 'float32', [
+      { type: 'int32', data: [splits] },
+      { type: 'int32', data: [row] },
+    ]),
+  );
+  freeData(backend, partials);
+  return out;
 });
+
+/** out[c] = Σ_s partials[s, row, c] over the [splits, 2, C] partial sums. */
+class AddSplitsProgram implements WebGPUProgram {
+  outputShape: number[];
+  shaderKey = 'finetuneAffineAddSplits';
+  dispatchLayout = { x: [0] };
+  dispatch: [number, number, number];
+  variableNames = ['partials'];
+  uniforms = 'splits : i32, row : i32,';
+  workgroupSize: [number, number, number] = [64, 1, 1];
+  size = true;
+
+  constructor(channels: number) {
+    this.outputShape = [channels];
+    this.dispatch = [ceilDiv(channels, 64), 1, 1];
+  }
+
+  getUserCode(): string {
+    return `
+      fn main(index : i32) {
+        if (index < uniforms.size) {
+          var sum = 0.0;
+          for (var s = 0; s < uniforms.splits; s++) {
+            sum += partials[(s * 2 + uniforms.row) * uniforms.size + index];
+          }
+          result[index] = sum;
+        }
+      }
+    `;
+  }
+}
+
+/** The same data seen with another shape (no copy). */
+function view(info: TensorInfo, shape: number[]): TensorInfo {
+  return { dataId: info.dataId, shape, dtype: info.dtype };
+}
 
 /** Registers the op's three WebGPU kernels (idempotent; the op does it on first use). */
 export function registerConvBatchNormKernels(): void {
-  if (registeredKernel(PARAM_GRAD, BACKEND)) return;
+  if (registeredKernel(PARAM_GRADS, BACKEND)) return;
   installKernel(AFFINE, BACKEND, affineKernel);
   installKernel(AFFINE_GRAD, BACKEND, affineGradKernel);
-  installKernel(PARAM_GRAD, BACKEND, paramGradKernel);
+  installKernel(PARAM_GRADS, BACKEND, paramGradsKernel);
 }
