@@ -108,19 +108,6 @@ describe('augmentImage', () => {
     expect(AUGMENT_PARAMS.light).toMatchObject({ flipProbability: 0.5, rotationDegrees: 10, shiftFraction: 0.1, zoomRange: [0.9, 1.1], brightness: 0.1, contrast: 0.1 });
     expect(AUGMENT_PARAMS.strong).toMatchObject({ rotationDegrees: 20, shiftFraction: 0.15, zoomRange: [0.8, 1.25], brightness: 0.25, contrast: 0.25 });
   });
-
-  it('takes a few milliseconds at 224 × 224', () => {
-    const big = testImage(224);
-    const rng = new Rng(1);
-    const out = new Uint8Array(big.length);
-    for (let i = 0; i < 20; i++) augmentImage(big, 224, 'strong', rng, out); // warm up the JIT
-    const n = 100;
-    const t = performance.now();
-    for (let i = 0; i < n; i++) augmentImage(big, 224, 'strong', rng, out);
-    const ms = (performance.now() - t) / n;
-    console.log(`augmentImage 224×224 strong: ${ms.toFixed(2)} ms`);
-    expect(ms).toBeLessThan(15); // generous: shared CI machines
-  });
 });
 
 describe('Rng', () => {
