@@ -127,14 +127,14 @@ describe('finetune <data> (child process)', () => {
       data, '--backbone', 'mobilenetv2', '--alpha', '0.35', '--image-size', '96', '--weights', sharedMobileNetWeights() ?? 'none',
       '--epochs', '1', '--fine-tune-epochs', '0', '--train-bn', '--resize', 'crop', '--preprocess', 'dataset-mean',
       '--augment', 'strong', '--augment-copies', '3', '--class-weight', 'none', '--batch-size', '8', '--dropout', '0.3', '--patience', '2',
-      '--unfreeze', '3', '--fine-tune-lr', '0.0002', '--seed', '5', '--val-split', '0.3', '--backend', 'wasm', '-q', '--out', flagsOut,
+      '--unfreeze', '3', '--fine-tune-lr', '0.0002', '--label-smoothing', '0.1', '--lr-schedule', 'cosine', '--warmup-epochs', '1', '--seed', '5', '--val-split', '0.3', '--backend', 'wasm', '-q', '--out', flagsOut,
     );
     expect(run.status, run.stderr).toBe(0);
     expect(run.stderr).not.toMatch(/stage 1 epoch/); // --quiet
     const config = JSON.parse(readFileSync(path.join(flagsOut, 'finetune.json'), 'utf8'));
     expect(config.training).toMatchObject({
       trainBatchNorm: true, resize: 'crop', preprocess: 'dataset-mean', augment: 'strong', augmentCopies: 3, classWeight: 'none',
-      batchSize: 8, dropout: 0.3, patience: 2, unfreeze: 3, fineTuneLr: 0.0002, seed: 5, valSplit: 0.3, backend: 'wasm', epochs: 1,
+      batchSize: 8, dropout: 0.3, patience: 2, unfreeze: 3, fineTuneLr: 0.0002, labelSmoothing: 0.1, lrSchedule: 'cosine', warmupEpochs: 1, seed: 5, valSplit: 0.3, backend: 'wasm', epochs: 1,
     });
     expect(config.input.preprocessing.name).toBe('dataset-mean');
   });
