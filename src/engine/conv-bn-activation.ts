@@ -337,7 +337,8 @@ const paramGradsKernel = kernelFunc(({ inputs, backend, attrs }: Args) => {
   const z = inputs.z!;
   const channels = channelsOf(z.shape);
   const pixels = tf.util.sizeFromShape(z.shape) / channels;
-  const splits = pixels >= SPLIT_PIXELS ? ceilDiv(pixels, PIXELS_PER_SPLIT) : 1;
+  // At least 2 splits from SPLIT_PIXELS on: how many shaders run depends on that threshold only.
+  const splits = pixels >= SPLIT_PIXELS ? Math.max(2, ceilDiv(pixels, PIXELS_PER_SPLIT)) : 1;
   const chunk = ceilDiv(pixels, splits);
   const activation = attrs.activation as UnitActivation;
   const sums = (which: 'gamma' | 'beta' | 'both') =>
