@@ -7,16 +7,16 @@ import * as path from 'node:path';
 import { FinetuneError, UsageError } from '../errors.js';
 import { locateModel, readModelConfig } from '../predict/classifier.js';
 import { kerasFormat } from './keras.js';
+import { onnxFormat } from './onnx.js';
 import { tfjsFormat } from './tfjs.js';
 import { tmFormat } from './tm.js';
+import { webFormat } from './web.js';
 import type { ExportFormat } from './types.js';
 
 export type { ExportContext, ExportFormat } from './types.js';
 
-// TODO(lead): once src/export/onnx.ts and web.ts are committed, import { onnxFormat } from './onnx.js' and
-// { webFormat } from './web.js' and list them: [tfjsFormat, kerasFormat, onnxFormat, webFormat, tmFormat].
 /** Every format `finetune export` writes, in --help and --all order. */
-export const EXPORT_FORMATS: readonly ExportFormat[] = [tfjsFormat, kerasFormat, tmFormat];
+export const EXPORT_FORMATS: readonly ExportFormat[] = [tfjsFormat, kerasFormat, onnxFormat, webFormat, tmFormat];
 
 /** The folder `--all` writes into, and where a single export goes without --out: `<run>/export/`. */
 export const DEFAULT_EXPORT_DIR = 'export';
