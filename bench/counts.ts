@@ -197,11 +197,12 @@ export interface CountsJobSpec {
 /**
  * Sizes counted on a CPU adapter instead of 224 (which lavapipe cannot even run at batch 32: a
  * 112×112×96 activation of 32 images is 154 MB, over its 128 MiB storage-binding limit). The counts depend on the input size only where a
- * kernel picks its shader by shape, and those thresholds are on N·H·W per layer (tfjs's split-K
- * matrix product from 2000 pixels, finetune's split sums from 2000, its split filter gradients
- * from 64 or 256): at batch 32, every MobileNetV2 layer is on the same side of them at 128, 160 and
- * 224 px (7×7·32 = 1568 < 2000 ≤ 14×14·32; at 128 px 4×4·32 = 512 < 2000 ≤ 8×8·32), but not at 32
- * or 64 px. Counting at two of them shows it.
+ * kernel picks its shaders by shape, and those thresholds are on N·H·W per layer (tfjs's split-K
+ * matrix product from 2000 pixels, finetune's split batch-norm sums from 32768, its split filter
+ * gradients from 64 or 256): at batch 32, every MobileNetV2 layer is on the same side of them at
+ * 128, 160 and 224 px (at 224: 7²·32 = 1568 < 2000 ≤ 14²·32, 28²·32 = 25088 < 32768 ≤ 56²·32; at
+ * 128: 4²·32 < 2000 ≤ 8²·32, 16²·32 < 32768 ≤ 32²·32), not necessarily at 32 or 64 px. Counting at
+ * two of them shows it.
  */
 export const COUNTS_CPU_SIZES = [128, 160];
 

@@ -56,7 +56,7 @@ const UNIT_CASES: UnitCase[] = [
   { name: '1×1 conv + BN + ReLU6', x: [2, 6, 6, 8], filter: [1, 1, 8, 24], depthwise: false, strides: [1, 1], activation: 'relu6' },
   { name: '1×1 conv + BN', x: [2, 5, 5, 24], filter: [1, 1, 24, 8], depthwise: false, strides: [1, 1], activation: 'linear' },
   { name: '3×3/2 depthwise + BN + ReLU6', x: [2, 9, 9, 70], filter: [3, 3, 70, 1], depthwise: true, strides: [2, 2], activation: 'relu6' },
-  { name: '3×3 depthwise + BN + ReLU6, split sums', x: [2, 40, 40, 6], filter: [3, 3, 6, 1], depthwise: true, strides: [1, 1], activation: 'relu6' },
+  { name: '3×3 depthwise + BN + ReLU6, split sums', x: [2, 128, 128, 6], filter: [3, 3, 6, 1], depthwise: true, strides: [1, 1], activation: 'relu6' },
 ];
 
 async function unitOn(backend: string, c: UnitCase, seed: number): Promise<Float32Array[]> {

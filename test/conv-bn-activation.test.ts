@@ -33,8 +33,8 @@ const cases: Case[] = [
   { name: '1×1 project, no activation', x: [2, 5, 5, 24], kernel: 1, outChannels: 8, depthwise: false, strides: [1, 1], pad: 'same', activation: 'linear', inputGradient: true },
   { name: '3×3/2 depthwise, valid, ReLU6', x: [2, 9, 9, 70], kernel: 3, outChannels: 70, depthwise: true, strides: [2, 2], pad: 'valid', activation: 'relu6', inputGradient: true },
   { name: '3×3/2 stem, lowest layer (no input gradient)', x: [2, 11, 11, 3], kernel: 3, outChannels: 16, depthwise: false, strides: [2, 2], pad: 'same', activation: 'relu6', inputGradient: false },
-  { name: `3×3 depthwise over ≥ ${SPLIT_PIXELS} pixels (split sums)`, x: [2, 40, 40, 6], kernel: 3, outChannels: 6, depthwise: true, strides: [1, 1], pad: 'same', activation: 'relu6', inputGradient: true },
-  { name: `1×1 to 70 channels over ≥ ${SPLIT_PIXELS} pixels (split sums, 2 channel tiles)`, x: [2, 32, 32, 16], kernel: 1, outChannels: 70, depthwise: false, strides: [1, 1], pad: 'same', activation: 'linear', inputGradient: true },
+  { name: `3×3 depthwise over ≥ ${SPLIT_PIXELS} pixels (split sums)`, x: [2, 128, 128, 6], kernel: 3, outChannels: 6, depthwise: true, strides: [1, 1], pad: 'same', activation: 'relu6', inputGradient: true },
+  { name: `1×1 to 70 channels over ≥ ${SPLIT_PIXELS} pixels (split sums, 2 channel tiles)`, x: [2, 128, 128, 4], kernel: 1, outChannels: 70, depthwise: false, strides: [1, 1], pad: 'same', activation: 'linear', inputGradient: true },
 ];
 
 interface Arrays {
