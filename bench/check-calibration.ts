@@ -17,6 +17,8 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { loadFeatureModel, pooledFeatures } from '../src/check/features.js';
 import { cropHashes, cropTolerantDistance, hammingDistance, perceptualHash } from '../src/check/phash.js';
+import { alignedCorrelation, alignedThumbnails } from '../src/check/verify.js';
+import { isNearDuplicate } from '../src/check/near.js';
 import { decodeImage } from '../src/data/decode.js';
 import { discoverLayout } from '../src/data/layout.js';
 import { MemoryPixelStore } from '../src/data/pixel-store.js';
@@ -37,6 +39,8 @@ const perClass = Number(arg('per-class', '60'));
 const verbose = process.argv.includes('--verbose');
 
 type Edit = (input: Buffer) => Promise<Buffer>;
+/** The aligned thumbnail correlation of two items (set once the thumbnails exist). */
+let correlationOf: (a: number, b: number) => number = () => NaN;
 const EDITS: Record<string, Edit> = {
   'half+q60': async (b) => {
     const m = await sharp(b).metadata();
@@ -121,6 +125,8 @@ async function main(): Promise<void> {
   process.stderr.write(`features: ${((items.length / (performance.now() - started)) * 1000).toFixed(1)} img/s\n`);
   const hashes = items.map((i) => perceptualHash(i.pixels, size));
   const crops = items.map((i) => cropHashes(i.pixels, size));
+  const thumbs = items.map((i) => alignedThumbnails(i.pixels, size));
+  correlationOf = (a, b) => alignedCorrelation(thumbs[a]!, thumbs[b]!);
   reportCropHash(items, originals, crops);
   for (const [name, { data, dim }] of Object.entries(variants)) {
     if (process.argv.includes('--centre')) centreRows(data, dim, items.map((it) => it.set));
@@ -271,7 +277,7 @@ function reportJoint(items: Item[], originals: { it: Item; i: number }[], crops:
   const hardest = items
     .map((it, i) => ({ it, i }))
     .filter(({ it }) => it.edit !== undefined && it.edit !== 'all')
-    .map(({ it, i }) => ({ edit: it.edit!, file: it.file, d: cropTolerantDistance(crops[i]!, crops[it.of!]!), c: cosine(i, it.of!) }));
+    .map(({ it, i }) => ({ edit: it.edit!, file: it.file, d: cropTolerantDistance(crops[i]!, crops[it.of!]!), c: cosine(i, it.of!), r: correlationOf(i, it.of!) }));
   console.log('made pairs (single edits): lowest cosine / highest pHash-crop, as (pHash-crop, cos)');
   const show = (p: (typeof hardest)[number]) => `(${p.d}, ${fmt(p.c)}) ${p.edit} ${path.relative(shared, p.file)}`;
   for (const p of [...hardest].sort((a, b) => a.c - b.c).slice(0, 6)) console.log(`  low cos:   ${show(p)}`);
@@ -280,13 +286,14 @@ function reportJoint(items: Item[], originals: { it: Item; i: number }[], crops:
   const cosCuts = [0, 0.5, 0.6, 0.7, 0.75, 0.8];
   const caught = (d: number, c: number, h: number, k: number) => d <= h && c >= k;
   console.log('caught made pairs (single edits) / distinct pairs flagged (all pairs of originals), for pHash-crop ≤ h and cos ≥ c:');
-  const distinct: { d: number; c: number; a: number; b: number }[] = [];
+  const distinct: { d: number; c: number; r: number; a: number; b: number }[] = [];
   for (let x = 0; x < originals.length; x++) {
     for (let y = x + 1; y < originals.length; y++) {
       const a = originals[x]!.i;
       const b = originals[y]!.i;
       if (items[a]!.set !== items[b]!.set) continue;
-      distinct.push({ d: cropTolerantDistance(crops[a]!, crops[b]!), c: cosine(a, b), a, b });
+      const d = cropTolerantDistance(crops[a]!, crops[b]!);
+      distinct.push({ d, c: cosine(a, b), r: d <= 14 ? correlationOf(a, b) : NaN, a, b });
     }
   }
   for (const h of grid) {
@@ -295,6 +302,13 @@ function reportJoint(items: Item[], originals: { it: Item; i: number }[], crops:
         cosCuts.map((k) => `c ${k.toFixed(2)} ${hardest.filter((p) => caught(p.d, p.c, h, k)).length}/${hardest.length} fp ${distinct.filter((p) => caught(p.d, p.c, h, k)).length}`).join(' | '),
     );
   }
+  const flagged = (p: { d: number; c: number; r: number }) => isNearDuplicate({ distance: p.d, cosine: p.c, correlation: p.r });
+  console.log(
+    `the rule in near.ts: caught ${hardest.filter(flagged).length}/${hardest.length} edits ` +
+      `(${[...new Set(hardest.map((p) => p.edit))].map((e) => `${e} ${hardest.filter((p) => p.edit === e && flagged(p)).length}`).join(', ')}); ` +
+      `flagged ${distinct.filter(flagged).length} of ${distinct.length} distinct pairs`,
+  );
+  for (const p of distinct.filter(flagged)) console.log(`  flagged: (${p.d}, ${fmt(p.c)}, ${fmt(p.r)}) ${path.relative(shared, items[p.a]!.file)}  ${path.relative(shared, items[p.b]!.file)}`);
   const dump = arg('dump', '');
   if (dump) {
     const rel = (i: number) => path.relative(shared, items[i]!.file);
@@ -302,9 +316,9 @@ function reportJoint(items: Item[], originals: { it: Item; i: number }[], crops:
       dump,
       JSON.stringify({
         size,
-        made: hardest.map((p) => ({ edit: p.edit, file: path.relative(shared, p.file), d: p.d, c: p.c })),
+        made: hardest.map((p) => ({ edit: p.edit, file: path.relative(shared, p.file), d: p.d, c: p.c, r: p.r })),
         distinctTotal: distinct.length,
-        distinct: distinct.filter((p) => p.d <= 20 || p.c >= 0.8).map((p) => ({ d: p.d, c: p.c, a: rel(p.a), b: rel(p.b) })),
+        distinct: distinct.filter((p) => p.d <= 20 || p.c >= 0.8).map((p) => ({ d: p.d, c: p.c, r: p.r, a: rel(p.a), b: rel(p.b) })),
       }),
     );
   }

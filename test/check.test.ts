@@ -13,8 +13,9 @@ import { assertOutsideData, imbalanceOf } from '../src/check/check.js';
 import { exactCrossSplitDuplicates, exactDuplicateGroups } from '../src/check/exact.js';
 import { readImageHeader } from '../src/check/inspect.js';
 import { outOfFoldProbabilities, rankSuspects, stratifiedFolds } from '../src/check/labels.js';
-import { isNearDuplicate } from '../src/check/near.js';
+import { isNearDuplicate, MIN_CORRELATION } from '../src/check/near.js';
 import { cropHashes, cropTolerantDistance, hammingDistance, perceptualHash } from '../src/check/phash.js';
+import { alignedCorrelation, alignedThumbnails } from '../src/check/verify.js';
 import { decodeImage } from '../src/data/decode.js';
 import { discoverLayout } from '../src/data/layout.js';
 import { Rng } from '../src/data/rng.js';
@@ -86,13 +87,28 @@ describe('perceptual hash', () => {
     }
   });
 
-  it('calls a pair a near-duplicate only when hash and features agree', () => {
-    expect(isNearDuplicate(0, 0.9)).toBe(true);
-    expect(isNearDuplicate(6, 0.55)).toBe(true);
-    expect(isNearDuplicate(6, 0.3)).toBe(false); // same light and dark, different content
-    expect(isNearDuplicate(10, 0.9)).toBe(true);
-    expect(isNearDuplicate(10, 0.8)).toBe(false);
-    expect(isNearDuplicate(14, 0.99)).toBe(false);
+  it('calls a pair a near-duplicate only when hash, thumbnails and features agree', () => {
+    const copy = { distance: 4, cosine: 0.9, correlation: 0.98 };
+    expect(isNearDuplicate(copy)).toBe(true);
+    expect(isNearDuplicate({ ...copy, distance: 12 })).toBe(false); // the hash finds the candidates
+    expect(isNearDuplicate({ ...copy, correlation: 0.9 })).toBe(false); // same layout, other picture
+    expect(isNearDuplicate({ ...copy, cosine: 0.3 })).toBe(false); // same light and colour, other content
+  });
+
+  it('correlates the thumbnails of a copy almost perfectly, and of another picture far less', async () => {
+    const original = alignedThumbnails(await decode(await blobPhoto(1)), SIZE);
+    const copies = [
+      await sharp(await blobPhoto(1)).resize(150).jpeg({ quality: 60 }).toBuffer(),
+      await sharp(await blobPhoto(1)).modulate({ brightness: 1.2 }).jpeg().toBuffer(),
+      await sharp(await blobPhoto(1)).extract({ left: 30, top: 22, width: 270, height: 198 }).jpeg().toBuffer(),
+    ];
+    for (const bytes of copies) expect(alignedCorrelation(original, alignedThumbnails(await decode(bytes), SIZE))).toBeGreaterThan(MIN_CORRELATION);
+    for (const seed of [2, 3]) {
+      expect(alignedCorrelation(original, alignedThumbnails(await decode(await blobPhoto(seed)), SIZE))).toBeLessThan(MIN_CORRELATION - 0.2);
+    }
+    // A colour change alone (here: red and blue swapped) is not a copy: thumbnails are compared in colour.
+    const swapped = await sharp(await blobPhoto(1)).recomb([[0, 0, 1], [0, 1, 0], [1, 0, 0]]).jpeg().toBuffer();
+    expect(alignedCorrelation(original, alignedThumbnails(await decode(swapped), SIZE))).toBeLessThan(MIN_CORRELATION);
   });
 });
 

@@ -18,6 +18,7 @@ import { readImageHeader, type ImageIssueKind } from './inspect.js';
 import { outOfFoldProbabilities, rankSuspects } from './labels.js';
 import { crossSplitNearDuplicates } from './near.js';
 import { cropHashes } from './phash.js';
+import { alignedCorrelation, alignedThumbnails } from './verify.js';
 
 export interface CheckOptions {
   data: string;
@@ -56,6 +57,8 @@ export interface Duplicate {
   similarity: number;
   /** Near-duplicates: how many of the 63 pHash bits differ (crop-tolerant). */
   hashDistance?: number;
+  /** Near-duplicates: the aligned colour-thumbnail correlation. */
+  correlation?: number;
   crossSplit: boolean;
 }
 
@@ -113,6 +116,8 @@ export interface CheckReport {
   warnings: string[];
   backend: string;
   seconds: number;
+  /** Seconds per step: where the time went. */
+  timings: Record<string, number>;
 }
 
 /** Folds of the label probe. */
@@ -155,6 +160,13 @@ export function assertOutsideData(out: string, data: string): void {
 /** Runs the whole check. Findings are data, not errors: it throws only when the folder cannot be read. */
 export async function checkData(options: CheckOptions): Promise<CheckReport> {
   const started = performance.now();
+  const timings: Record<string, number> = {};
+  let lap = started;
+  const timed = (step: string) => {
+    const now = performance.now();
+    timings[step] = round((now - lap) / 1000, 2);
+    lap = now;
+  };
   const reporter = options.reporter ?? silentReporter;
   const valSplit = options.valSplit ?? 0.2;
   const seed = options.seed ?? 42;
@@ -173,6 +185,7 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
   const engine = await initEngine(options.backend ?? 'auto');
   reporter.info(`backend: ${engine.detail}`);
   const fm = await loadFeatureModel({ backbone, alpha: options.alpha, imageSize: options.imageSize, weights, reporter });
+  timed('start');
   try {
     const trainCounts = countByClass(layout.train, layout.classes);
     const counts = {
@@ -183,7 +196,9 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
     };
 
     const images = await inspectHeaders(layout, reporter);
+    timed('headers');
     const exactGroups = await findExactDuplicates(layout, reporter);
+    timed('exactDuplicates');
 
     const decodeTask = reporter.task('decoding', counts.total, 'images');
     const data = await loadImageData(layout, { size: fm.imageSize, resize, onProgress: (done) => decodeTask.update(done) });
@@ -191,6 +206,7 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
       const known = new Set(layout.skipped.map((s) => s.path));
       const unreadable = data.skipped.filter((s) => !known.has(s.path)).map((s) => ({ file: rel(s.path), split: s.split, reason: s.reason }));
       decodeTask.finish(`decoded ${counts.total - unreadable.length} images; ${unreadable.length} could not be decoded`);
+      timed('decoding');
 
       // Decoded images in one list: train, valid, test (the rows of the feature matrix).
       const sets = [
@@ -210,6 +226,7 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
         done += set.images.length;
       }
       featureTask.finish(`features of ${rows.length} images (${dim} per image)`);
+      timed('features');
       const features = concat(parts);
       const cosine = (a: number, b: number) => {
         let s = 0;
@@ -225,9 +242,16 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
         for (const a of ids) for (const b of ids) exactPairs.add(`${a},${b}`);
       }
       const hashes = rows.map((r) => cropHashes(r.set.images.get(r.index), fm.imageSize));
+      // Thumbnails only for the images the hash pairs up (a few), computed once each.
+      const thumbnails = new Map<number, Float32Array[]>();
+      const thumbnailsOf = (i: number) => {
+        let t = thumbnails.get(i);
+        if (!t) thumbnails.set(i, (t = alignedThumbnails(rows[i]!.set.images.get(rows[i]!.index), fm.imageSize)));
+        return t;
+      };
       const near = crossSplitNearDuplicates(
         rows.map((r, i) => ({ split: r.split, hashes: hashes[i]! })),
-        cosine,
+        { cosine, correlation: (a, b) => alignedCorrelation(thumbnailsOf(a), thumbnailsOf(b)) },
         (a, b) => exactPairs.has(`${a},${b}`),
       );
       const duplicates = orderDuplicates([
@@ -238,13 +262,17 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
           splits: [rows[p.a]!.split, rows[p.b]!.split],
           similarity: round(p.cosine),
           hashDistance: p.distance,
+          correlation: round(p.correlation),
           crossSplit: true,
         })),
       ]);
 
+      timed('nearDuplicates');
+
       // ---- labels
       const labelled = rows.map((r, i) => ({ r, i })).filter(({ r }) => r.split !== 'test');
       const labelCheck = await checkLabels(labelled.map(({ i }) => i), rows, features, dim, layout.classes, seed, reporter);
+      timed('labels');
       const suspectLabels = labelCheck.suspects.map((s) => ({
         file: rel(rows[s.row]!.path),
         split: rows[s.row]!.split,
@@ -274,6 +302,7 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
         warnings,
         backend: engine.detail,
         seconds: round((performance.now() - started) / 1000, 1),
+        timings,
       };
     } finally {
       data.dispose();

@@ -12,7 +12,7 @@ import { Rng } from '../data/rng.js';
 export interface ProbeOptions {
   /** Cross-validation folds (stratified). Default 5. */
   folds?: number;
-  /** Full-batch Adam steps. Default 300. */
+  /** Full-batch Adam steps. Default 100 (300 fitted no better on hymenoptera or flowers, at 3× the time). */
   steps?: number;
   /** Adam learning rate. Default 0.01. */
   learningRate?: number;
@@ -61,7 +61,7 @@ export function stratifiedFolds(labels: ArrayLike<number>, folds: number, seed: 
  * (N × dim, row-major). The k fold models train together as one (their weights side by side, each
  * row's loss counted only for the models whose training part holds it), so a few hundred
  * full-batch steps take seconds even for thousands of images. Classes are weighted to balance
- * (as `--class-weight auto` does in training), features standardised per dimension.
+ * (as `--class-weight auto` does in training).
  */
 export async function outOfFoldProbabilities(
   features: Float32Array,
@@ -72,7 +72,7 @@ export async function outOfFoldProbabilities(
 ): Promise<Float32Array> {
   const n = labels.length;
   const k = Math.max(2, Math.min(options.folds ?? 5, n));
-  const steps = options.steps ?? 300;
+  const steps = options.steps ?? 100;
   const l2 = options.l2 ?? 1e-3;
   const seed = options.seed ?? 42;
   const fold = stratifiedFolds(labels, k, seed);
@@ -91,9 +91,11 @@ export async function outOfFoldProbabilities(
   const b = tf.variable(tf.zeros([1, k * numClasses]));
   const { x, target, rowWeights } = tf.tidy(() => {
     const raw = tf.tensor2d(features, [n, dim]);
-    const { mean, variance } = tf.moments(raw, 0, true);
+    // Centred, and scaled so that an entry is about 1 (rows come unit-length). Per-dimension
+    // standardising was tried: it blows up rare activations and fitted worse (flowers: 0.68 against
+    // 0.71 out-of-fold accuracy; hymenoptera: the same).
     return {
-      x: tf.div(tf.sub(raw, mean), tf.sqrt(tf.add(variance, 1e-6))) as tf.Tensor2D,
+      x: tf.mul(tf.sub(raw, tf.mean(raw, 0, true)), Math.sqrt(dim)) as tf.Tensor2D,
       // One-hot targets repeated for each fold model: [n, k, K].
       target: tf.tile(tf.expandDims(tf.oneHot(tf.tensor1d(labels, 'int32'), numClasses), 1), [1, k, 1]),
       rowWeights: tf.tensor2d(weights, [n, k]),

@@ -1,14 +1,12 @@
 /**
  * Near-duplicates across splits: the same photo resized, re-encoded, lightly cropped or brightened,
- * once in train and once in valid or test. Two signals must agree:
+ * once in train and once in valid or test. Three signals must agree:
  *
  * - the crop-tolerant pHash distance (phash.ts): how many of 63 bits differ between the two
- *   images' whole-picture hashes, or between one's and the other's 90 % crops, whichever is least;
- * - the cosine similarity of the backbone's pooled features (features.ts).
- *
- * A pair is a near-duplicate when its distance is at most a limit that depends on the cosine
- * (NEAR_DUPLICATE_RULE): the hash does the finding, and the features veto pairs whose pictures
- * only share a layout of light and dark.
+ *   images' whole-picture hashes, or between one's and the other's 90 % crops, whichever is least
+ *   — cheap, so it runs on every cross-split pair and finds the candidates;
+ * - the aligned colour-thumbnail correlation (verify.ts), for the candidates only;
+ * - the cosine similarity of the backbone's pooled features (features.ts), a guard.
  *
  * Calibration (bench/check-calibration.ts, MobileNetV2 α=0.35 ImageNet weights): 700 photos (100
  * of each class of hymenoptera_data and flowers_kaggle_128, byte copies left out), each edited four
@@ -16,31 +14,48 @@
  * and top; +20 % brightness — gives 2,800 pairs to catch; every two distinct originals of the same
  * dataset (144,650 pairs) must not be flagged.
  *
- * - pHash alone: the edits differ by at most 10 bits (resize ≤ 8, crops ≤ 10, brightness ≤ 10;
- *   the whole-picture hash alone moves 20–32 bits on a corner crop), distinct photos by 26 bits
- *   at the median, but 4–5 distinct pairs come within 10 bits (similar compositions, e.g. a
- *   sunflower field against a single sunflower: 8–10 bits).
+ * - pHash: the edits differ by at most 10 bits (resize ≤ 8, crops ≤ 10, brightness ≤ 10; the
+ *   whole-picture hash alone moves 20–32 bits on a corner crop), distinct photos by 26 at the
+ *   median, but a few come within 10 bits: pictures with the same layout of light and dark.
  * - cosine alone does not separate: edits go down to 0.53–0.64 (brightness on small flower
  *   photos), distinct photos of the same class up to 0.87 (flowers at 160 px).
- * - Together (this rule): at 128 px 2,797 of 2,800 edits caught (the 3 missed: +20 % brightness,
- *   10 bits, cosine 0.53–0.73), at 224 px 2,798 (2 brightness edits missed), and no distinct
- *   pair flagged at either size, except one that is a real near-duplicate in flowers_kaggle_128
- *   (rose/1775233884… and rose/2093263381…: the same photo cropped differently; 2 bits, cosine
- *   0.97). Distinct pairs within 6 bits: none; within 8 bits: one (cosine 0.69).
+ * - pHash ≤ 10 and cosine ≥ 0.5–0.85 (the first rule tried) flagged none of the 144,650 pairs but
+ *   15 pairs in the whole of flowers_kaggle_128 (4,317 images, 3 M cross-split pairs), 10 of them
+ *   different photos (a pale flower centred on a dark background; a white rose and a yellow one).
+ * - The thumbnail correlation of those 10: 0.72–0.91; of the edits: 0.94–0.99 at the 1st
+ *   percentile (lowest 0.60: brightness that saturates); of the calibration's distinct pairs within
+ *   14 bits: at most 0.80.
+ * - This rule (pHash ≤ 10, correlation ≥ 0.93, cosine ≥ 0.5): 2,792 of 2,800 edits caught at
+ *   128 px (missed: 5 centred crops at correlation 0.91–0.93, 3 saturating brightness edits),
+ *   2,797 at 224 px (3 brightness edits missed), and of the distinct pairs only one flagged at
+ *   either size, which is a real near-duplicate in flowers_kaggle_128 (rose/1775233884… and
+ *   rose/2093263381…: the same photo cropped differently; 2 bits, cosine 0.97, correlation 0.997).
+ * - Not caught: crops far from the 90 % squares (5 % off one side only moves up to 14 bits and
+ *   misaligns the thumbnails), mirrored copies.
  */
 import type { PerceptualHash } from './phash.js';
 import { cropTolerantDistance } from './phash.js';
 
-/** (at most this many differing bits, at least this cosine): a pair matching any row is a near-duplicate. */
-export const NEAR_DUPLICATE_RULE: readonly { maxDistance: number; minCosine: number }[] = [
-  { maxDistance: 6, minCosine: 0.5 },
-  { maxDistance: 8, minCosine: 0.7 },
-  { maxDistance: 10, minCosine: 0.85 },
-];
+/** Pairs further apart than this many pHash bits are not looked at further. */
+export const MAX_HASH_DISTANCE = 10;
+/** Least aligned thumbnail correlation (verify.ts) of a near-duplicate. */
+export const MIN_CORRELATION = 0.93;
+/** Least feature cosine of a near-duplicate: a guard against pictures alike only in light and colour. */
+export const MIN_COSINE = 0.5;
 
-/** True when a pair with this crop-tolerant pHash distance and feature cosine is a near-duplicate. */
-export function isNearDuplicate(distance: number, cosine: number): boolean {
-  return NEAR_DUPLICATE_RULE.some((r) => distance <= r.maxDistance && cosine >= r.minCosine);
+/** The three signals of one pair of images. */
+export interface PairEvidence {
+  /** Crop-tolerant pHash distance, 0 … 63. */
+  distance: number;
+  /** Cosine similarity of the pooled features. */
+  cosine: number;
+  /** Aligned colour-thumbnail correlation. */
+  correlation: number;
+}
+
+/** True when a pair's evidence makes it a near-duplicate. */
+export function isNearDuplicate(e: PairEvidence): boolean {
+  return e.distance <= MAX_HASH_DISTANCE && e.correlation >= MIN_CORRELATION && e.cosine >= MIN_COSINE;
 }
 
 /** What near-duplicate search needs per image. */
@@ -50,33 +65,30 @@ export interface NearItem {
   hashes: PerceptualHash[];
 }
 
-export interface NearPair {
+export interface NearPair extends PairEvidence {
   /** Indices into the items. a < b. */
   a: number;
   b: number;
-  distance: number;
-  cosine: number;
 }
 
 /**
- * Every near-duplicate pair of images in different splits. `cosine(a, b)` gives the features'
- * similarity; it is asked only for pairs the hash finds close. `skip(a, b)` leaves out pairs
- * already known (byte-identical ones). Pairs come sorted by a, then b.
+ * Every near-duplicate pair of images in different splits. The hash finds the candidates (a few
+ * per thousand pairs); `cosine(a, b)` and `correlation(a, b)` are asked for those only. `skip(a,
+ * b)` leaves out pairs already known (byte-identical ones). Pairs come sorted by a, then b.
  */
 export function crossSplitNearDuplicates(
   items: readonly NearItem[],
-  cosine: (a: number, b: number) => number,
+  signals: { cosine: (a: number, b: number) => number; correlation: (a: number, b: number) => number },
   skip: (a: number, b: number) => boolean = () => false,
 ): NearPair[] {
-  const widest = Math.max(...NEAR_DUPLICATE_RULE.map((r) => r.maxDistance));
   const pairs: NearPair[] = [];
   for (let a = 0; a < items.length; a++) {
     for (let b = a + 1; b < items.length; b++) {
       if (items[a]!.split === items[b]!.split) continue;
       const distance = cropTolerantDistance(items[a]!.hashes, items[b]!.hashes);
-      if (distance > widest || skip(a, b)) continue;
-      const c = cosine(a, b);
-      if (isNearDuplicate(distance, c)) pairs.push({ a, b, distance, cosine: c });
+      if (distance > MAX_HASH_DISTANCE || skip(a, b)) continue;
+      const evidence = { distance, cosine: signals.cosine(a, b), correlation: signals.correlation(a, b) };
+      if (isNearDuplicate(evidence)) pairs.push({ a, b, ...evidence });
     }
   }
   return pairs;

@@ -96,16 +96,15 @@ export function hammingDistance(a: PerceptualHash, b: PerceptualHash): number {
   return popcount((a[0] ^ b[0]) >>> 0) + popcount((a[1] ^ b[1]) >>> 0);
 }
 
-/** Share of the side that the crops of `cropHashes` keep: a 10 % crop, as a copy is often trimmed. */
+/** Share of the side that the crops of `cropRegions` keep: a 10 % crop, as a copy is often trimmed. */
 const CROP_KEEP = 0.9;
 
 /**
- * The pHash of the whole image (first) and of five 90 % crops: the centre and the four corners. A
- * copy that was trimmed by about 10 % on some sides looks like one of the crops of its original,
- * which the whole-image hash alone misses (a 10 % corner crop moves 20–32 of the 63 bits; see
- * near-duplicates.ts for the calibration).
+ * The whole `size × size` image (first), then five 90 % squares of it: the centre and the four
+ * corners. A copy trimmed by about 10 % on some sides looks like one of these crops of its
+ * original.
  */
-export function cropHashes(pixels: Uint8Array, size: number): PerceptualHash[] {
+export function cropRegions(size: number): Region[] {
   const side = Math.round(size * CROP_KEEP);
   const far = size - side;
   const mid = Math.round(far / 2);
@@ -116,7 +115,27 @@ export function cropHashes(pixels: Uint8Array, size: number): PerceptualHash[] {
     [0, far],
     [far, far],
   ];
-  return [perceptualHash(pixels, size), ...corners.map(([x, y]) => perceptualHash(pixels, size, { x, y, side }))];
+  return [{ x: 0, y: 0, side: size }, ...corners.map(([x, y]) => ({ x, y, side }))];
+}
+
+/**
+ * The pHash of the whole image (first) and of its five 90 % crops (cropRegions), which the
+ * whole-image hash alone misses: a 10 % corner crop moves 20–32 of the 63 bits (see near.ts).
+ */
+export function cropHashes(pixels: Uint8Array, size: number): PerceptualHash[] {
+  return cropRegions(size).map((region) => perceptualHash(pixels, size, region));
+}
+
+/**
+ * The best of `score(i, j)` over the pairings of whole with whole, crop with whole and whole with
+ * crop (i, j index cropRegions): how two images compare when one may be a 90 % crop of the other.
+ */
+export function bestAlignment(count: number, score: (i: number, j: number) => number, better: (x: number, y: number) => boolean): number {
+  let best = score(0, 0);
+  for (let i = 1; i < count; i++) {
+    for (const s of [score(i, 0), score(0, i)]) if (better(s, best)) best = s;
+  }
+  return best;
 }
 
 /**
@@ -124,7 +143,5 @@ export function cropHashes(pixels: Uint8Array, size: number): PerceptualHash[] {
  * least distance between either whole-image hash and the other's whole or cropped hashes.
  */
 export function cropTolerantDistance(a: readonly PerceptualHash[], b: readonly PerceptualHash[]): number {
-  let best = hammingDistance(a[0]!, b[0]!);
-  for (let i = 1; i < a.length && best > 0; i++) best = Math.min(best, hammingDistance(a[i]!, b[0]!), hammingDistance(a[0]!, b[i]!));
-  return best;
+  return bestAlignment(Math.min(a.length, b.length), (i, j) => hammingDistance(a[i]!, b[j]!), (x, y) => x < y);
 }
