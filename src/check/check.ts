@@ -53,6 +53,8 @@ export interface Duplicate {
   files: string[];
   /** The split of each file. */
   splits: string[];
+  /** The class folder of each file ('' for unlabelled test images): copies filed under two classes are label conflicts. */
+  labels: string[];
   /** 1 for byte-identical files; the features' cosine similarity for near-duplicates. */
   similarity: number;
   /** Near-duplicates: how many of the 63 pHash bits differ (crop-tolerant). */
@@ -254,12 +256,21 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
         { cosine, correlation: (a, b) => alignedCorrelation(thumbnailsOf(a), thumbnailsOf(b)) },
         (a, b) => exactPairs.has(`${a},${b}`),
       );
+      const classOf = new Map(layoutFiles(layout).map((f) => [f.path, f.label < 0 ? '' : layout.classes[f.label]!]));
       const duplicates = orderDuplicates([
-        ...exactGroups.map((g) => ({ kind: 'exact' as const, files: g.files.map(rel), splits: g.splits, similarity: 1, crossSplit: crossesSplits(g) })),
+        ...exactGroups.map((g) => ({
+          kind: 'exact' as const,
+          files: g.files.map(rel),
+          splits: g.splits,
+          labels: g.files.map((f) => classOf.get(f) ?? ''),
+          similarity: 1,
+          crossSplit: crossesSplits(g),
+        })),
         ...near.map((p) => ({
           kind: 'near' as const,
           files: [rel(rows[p.a]!.path), rel(rows[p.b]!.path)],
           splits: [rows[p.a]!.split, rows[p.b]!.split],
+          labels: [classOf.get(rows[p.a]!.path) ?? '', classOf.get(rows[p.b]!.path) ?? ''],
           similarity: round(p.cosine),
           hashDistance: p.distance,
           correlation: round(p.correlation),
@@ -407,6 +418,11 @@ async function checkLabels(
   const accuracy = correct / labels.length;
   task.finish(`label check: out-of-fold accuracy ${(100 * accuracy).toFixed(1)} %, ${suspects.length} suspect label${suspects.length === 1 ? '' : 's'}`);
   return { suspects, summary: { ran: true, images: labels.length, folds: FOLDS, outOfFoldAccuracy: round(accuracy) } };
+}
+
+/** True when copies of one picture are filed under different classes. */
+export function labelsConflict(d: Pick<Duplicate, 'labels'>): boolean {
+  return new Set(d.labels.filter((l) => l !== '')).size > 1;
 }
 
 /** True when the report holds duplicates across splits (what --strict fails on). */

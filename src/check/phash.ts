@@ -85,7 +85,8 @@ export function perceptualHash(pixels: Uint8Array, size: number, region?: Region
   return hash;
 }
 
-function popcount(x: number): number {
+/** Number of set bits of a 32-bit word. */
+export function popcount(x: number): number {
   x -= (x >>> 1) & 0x55555555;
   x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
   return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;

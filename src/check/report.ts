@@ -8,7 +8,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { writeFileAtomic } from '../io/atomic.js';
 import { escapeHtml } from '../report/html.js';
-import type { CheckReport, Duplicate, SuspectLabel } from './check.js';
+import { labelsConflict, type CheckReport, type Duplicate, type SuspectLabel } from './check.js';
 
 /** Suspects listed in the terminal summary (all are in check.json). */
 const SUMMARY_SUSPECTS = 10;
@@ -92,7 +92,8 @@ export function summaryText(report: CheckReport): string {
 
 function duplicateLine(d: Duplicate): string {
   const files = d.files.map((f, i) => `${f} [${d.splits[i]}]`).join('  =  ');
-  return d.kind === 'exact' ? `exact: ${files}` : `near (cosine ${d.similarity.toFixed(3)}, pHash ${d.hashDistance}): ${files}`;
+  const conflict = labelsConflict(d) ? `  (labels differ: ${[...new Set(d.labels.filter((l) => l !== ''))].join(' ≠ ')})` : '';
+  return (d.kind === 'exact' ? `exact: ${files}` : `near (cosine ${d.similarity.toFixed(3)}, pHash ${d.hashDistance}): ${files}`) + conflict;
 }
 
 function suspectLine(s: SuspectLabel): string {
@@ -124,8 +125,10 @@ export async function renderCheckHtml(report: CheckReport): Promise<string> {
   const root = report.data;
   const dupRows: string[] = [];
   for (const d of report.duplicates.slice(0, HTML_ITEMS)) {
-    const what = d.kind === 'exact' ? 'byte-identical' : `near: cosine ${d.similarity.toFixed(3)}, pHash distance ${d.hashDistance}`;
-    const figures = await Promise.all(d.files.map((f, i) => figure(root, f, d.splits[i]!)));
+    const what =
+      (d.kind === 'exact' ? 'byte-identical' : `near: cosine ${d.similarity.toFixed(3)}, pHash distance ${d.hashDistance}, thumbnail correlation ${d.correlation}`) +
+      (labelsConflict(d) ? ', filed under different classes' : '');
+    const figures = await Promise.all(d.files.map((f, i) => figure(root, f, [d.splits[i], d.labels[i]].filter(Boolean).join(' / '))));
     dupRows.push(`<div class="group${d.crossSplit ? ' cross' : ''}"><p>${escapeHtml((d.crossSplit ? 'across splits, ' : 'within a split, ') + what)}</p>${figures.join('')}</div>`);
   }
   const suspectFigures: string[] = [];
