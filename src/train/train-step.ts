@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { softmaxCrossEntropy, type Loss } from './loss.js';
+import { WebGPUAdam } from '../engine/webgpu-adam.js';
 import { FusedAdam } from './optimizer.js';
 import type { NamedTensor } from './types.js';
 
@@ -35,13 +36,20 @@ export const accuracy: Metric = {
 export interface TrainStepParts {
   /** Default: softmax cross-entropy (class-weighted when the Trainer is given class weights). */
   loss?: Loss;
-  /** Default: FusedAdam. */
+  /** Default: Adam (`defaultAdam`: FusedAdam, or WebGPUAdam on WebGPU). */
   optimizer?: OptimizerFactory;
   /** Default: [accuracy]. The first is the one EpochLogs.accuracy reports. */
   metrics?: Metric[];
 }
 
 export const fusedAdam: OptimizerFactory = (variables, lr) => new FusedAdam(variables, lr);
+
+/**
+ * The default optimizer: Adam as FusedAdam's arithmetic, on WebGPU as two shaders per step plus one
+ * per variable (WebGPUAdam) instead of a dozen flat ops and a slice and an add per variable.
+ */
+export const defaultAdam: OptimizerFactory = (variables, lr) =>
+  tf.getBackend() === 'webgpu' ? new WebGPUAdam(variables, lr) : new FusedAdam(variables, lr);
 
 /** Loss and metric values of the images stepped on so far (means over them). */
 export interface StepTotals {
@@ -72,7 +80,7 @@ export class TrainStep {
   ) {
     this.loss = parts.loss ?? softmaxCrossEntropy();
     this.metrics = parts.metrics ?? [accuracy];
-    this.optimizer = (parts.optimizer ?? fusedAdam)(variables, learningRate);
+    this.optimizer = (parts.optimizer ?? defaultAdam)(variables, learningRate);
   }
 
   /** Names of the metrics, in order. */
