@@ -31,32 +31,56 @@ export interface Region {
 }
 
 /**
- * Grey 32×32 thumbnail of a square part (default: all) of a square `size × size × 3` RGB image,
- * by averaging the pixels of each cell.
+ * Summed-area table of the image's luma (ITU-R BT.601, as most pHash implementations use):
+ * `(size + 1)²` entries, so that any rectangle's sum takes four lookups. One pass per image serves
+ * the whole picture and all five crops.
  */
-export function greyThumbnail(pixels: Uint8Array, size: number, region: Region = { x: 0, y: 0, side: size }): Float64Array {
+export function lumaIntegral(pixels: Uint8Array, size: number): Float64Array {
   if (pixels.length !== size * size * 3) throw new RangeError(`expected ${size}×${size}×3 bytes, got ${pixels.length}`);
-  const { x: x0, y: y0, side } = region;
-  if (side < THUMB) throw new RangeError(`perceptual hash needs at least ${THUMB} px, got ${side}`);
-  const sum = new Float64Array(THUMB * THUMB);
-  const count = new Float64Array(THUMB * THUMB);
-  for (let y = y0; y < y0 + side; y++) {
-    const row = Math.floor(((y - y0) * THUMB) / side) * THUMB;
-    for (let x = x0; x < x0 + side; x++) {
-      const cell = row + Math.floor(((x - x0) * THUMB) / side);
+  const w = size + 1;
+  const table = new Float64Array(w * w);
+  for (let y = 0; y < size; y++) {
+    let rowSum = 0;
+    for (let x = 0; x < size; x++) {
       const i = (y * size + x) * 3;
-      // ITU-R BT.601 luma, as most pHash implementations use.
-      sum[cell]! += 0.299 * pixels[i]! + 0.587 * pixels[i + 1]! + 0.114 * pixels[i + 2]!;
-      count[cell]! += 1;
+      rowSum += 0.299 * pixels[i]! + 0.587 * pixels[i + 1]! + 0.114 * pixels[i + 2]!;
+      table[(y + 1) * w + x + 1] = table[y * w + x + 1]! + rowSum;
     }
   }
-  for (let c = 0; c < sum.length; c++) sum[c]! /= count[c]!;
-  return sum;
+  return table;
 }
 
-/** The pHash of a square `size × size × 3` RGB image (size ≥ 32), or of a square part of it. */
-export function perceptualHash(pixels: Uint8Array, size: number, region?: Region): PerceptualHash {
-  const grey = greyThumbnail(pixels, size, region);
+/**
+ * Grey 32×32 thumbnail of a square part of an image, from its summed-area table: each cell is the
+ * mean of the pixels whose position, scaled to 32, falls in it.
+ */
+export function greyThumbnailFromIntegral(table: Float64Array, size: number, region: Region): Float64Array {
+  const { x: x0, y: y0, side } = region;
+  if (side < THUMB) throw new RangeError(`perceptual hash needs at least ${THUMB} px, got ${side}`);
+  const w = size + 1;
+  // Pixel offset d belongs to cell floor(d·32/side): cell k starts at ceil(k·side/32) (exact: /32 is a power of 2).
+  const start = Int32Array.from({ length: THUMB + 1 }, (_, k) => Math.ceil((k * side) / THUMB));
+  const out = new Float64Array(THUMB * THUMB);
+  for (let cy = 0; cy < THUMB; cy++) {
+    const top = y0 + start[cy]!;
+    const bottom = y0 + start[cy + 1]!;
+    for (let cx = 0; cx < THUMB; cx++) {
+      const left = x0 + start[cx]!;
+      const right = x0 + start[cx + 1]!;
+      const sum = table[bottom * w + right]! - table[top * w + right]! - table[bottom * w + left]! + table[top * w + left]!;
+      out[cy * THUMB + cx] = sum / ((bottom - top) * (right - left));
+    }
+  }
+  return out;
+}
+
+/** Grey 32×32 thumbnail of a square part (default: all) of a square `size × size × 3` RGB image. */
+export function greyThumbnail(pixels: Uint8Array, size: number, region: Region = { x: 0, y: 0, side: size }): Float64Array {
+  return greyThumbnailFromIntegral(lumaIntegral(pixels, size), size, region);
+}
+
+/** The pHash of a grey 32×32 thumbnail. */
+function hashOfThumbnail(grey: Float64Array): PerceptualHash {
   // Separable DCT, only the KEEP lowest frequencies in each direction.
   const rows = new Float64Array(THUMB * KEEP); // [y][v]
   for (let y = 0; y < THUMB; y++) {
@@ -83,6 +107,11 @@ export function perceptualHash(pixels: Uint8Array, size: number, region?: Region
   hash[0] >>>= 0;
   hash[1] >>>= 0;
   return hash;
+}
+
+/** The pHash of a square `size × size × 3` RGB image (size ≥ 32), or of a square part of it. */
+export function perceptualHash(pixels: Uint8Array, size: number, region?: Region): PerceptualHash {
+  return hashOfThumbnail(greyThumbnail(pixels, size, region));
 }
 
 /** Number of set bits of a 32-bit word. */
@@ -124,7 +153,8 @@ export function cropRegions(size: number): Region[] {
  * whole-image hash alone misses: a 10 % corner crop moves 20–32 of the 63 bits (see near.ts).
  */
 export function cropHashes(pixels: Uint8Array, size: number): PerceptualHash[] {
-  return cropRegions(size).map((region) => perceptualHash(pixels, size, region));
+  const table = lumaIntegral(pixels, size);
+  return cropRegions(size).map((region) => hashOfThumbnail(greyThumbnailFromIntegral(table, size, region)));
 }
 
 /**
