@@ -21,20 +21,20 @@ import type { ImageSet } from '../src/data/batches.js';
 import { MemoryPixelStore } from '../src/data/pixel-store.js';
 import { Rng } from '../src/data/rng.js';
 import { DEFAULTS } from '../src/defaults.js';
-import { webgpuAdam } from '../src/engine/webgpu-adam.js';
 import { topCounts, WebGPUWorkCounter, type WebGPUWorkCounts } from '../src/engine/webgpu-counts.js';
 import { attachHead } from '../src/train/head.js';
+import { fusedAdam } from '../src/train/train-step.js';
 import { Trainer } from '../src/train/trainer.js';
 import type { Callback, UnfreezeSpec } from '../src/train/types.js';
-import { withProposedRunTop } from './proposed-top.js';
+import { withSeparateOpsRunTop } from './separate-ops-top.js';
 
 export type CountsStage = 'full' | 'stage2';
 /**
- * 'shipped': the Trainer as it is. 'proposed': with WebGPUAdam as its optimizer (a Trainer option)
- * and SplitModel running Conv → BN (→ ReLU6) units as one op (the call-site change proposed for
- * src/train/graph.ts, simulated by bench/proposed-top.ts).
+ * 'shipped': the Trainer as it is (on WebGPU: Conv → BN → ReLU6 units as one op, WebGPUAdam).
+ * 'separate-ops': the step as it was before those, every layer its own op and FusedAdam (the
+ * optimizer as a Trainer option; SplitModel.run's old loop from bench/separate-ops-top.ts).
  */
-export type CountsVariant = 'shipped' | 'proposed';
+export type CountsVariant = 'shipped' | 'separate-ops';
 
 export interface CountsOptions {
   alpha: number;
@@ -108,13 +108,13 @@ export async function measureCounts(options: CountsOptions, log: (line: string) 
     // Read the loss only at the epoch's end, so the counted step holds no read the Trainer chose.
     readbackSeconds: 1e9,
     callbacks: [perBatch],
-    ...(variant === 'proposed' ? { optimizer: webgpuAdam } : {}),
+    ...(variant === 'separate-ops' ? { optimizer: fusedAdam } : {}),
   });
   try {
     trainer.unfreeze(what);
     const stepLayers = model.layers.length - 1 - trainer.layers.split.boundary;
     log(`counts: MobileNetV2 α=${alpha} ${imageSize} px, batch ${batch}, ${stage}, ${variant}: 3 steps (${stepLayers} of ${model.layers.length} layers in the step)…`);
-    if (variant === 'proposed') await withProposedRunTop(() => trainer.fit(1, 1e-4));
+    if (variant === 'separate-ops') await withSeparateOpsRunTop(() => trainer.fit(1, 1e-4));
     else await trainer.fit(1, 1e-4);
     const [step, last] = windows;
     if (!step || !last) throw new Error(`expected 3 batches, saw ${windows.length + 1}`);
@@ -230,11 +230,11 @@ export async function countsJob(spec: CountsJobSpec, backendDetail: string, log:
   return results;
 }
 
-/** The jobs `--only counts` runs: every layer and stage 2, as shipped and as proposed. */
+/** The jobs `--only counts` runs: every layer and stage 2, as shipped and with separate ops (as before). */
 export function countsJobSpecs(quick: boolean, sizes: number[] | undefined): CountsJobSpec[] {
   const specs: CountsJobSpec[] = [];
   for (const stage of ['full', 'stage2'] as const) {
-    for (const variant of ['shipped', 'proposed'] as const) {
+    for (const variant of ['shipped', 'separate-ops'] as const) {
       specs.push({ alpha: 1, batch: quick ? 4 : 32, stage, variant, ...(quick ? { sizes: sizes ?? [32] } : sizes ? { sizes } : {}) });
     }
   }

@@ -14,10 +14,11 @@
  *   kernels   the training ops that are not replacements (convBatchNormActivation, WebGPUAdam)
  *             against the cpu backend;
  *   counts    dispatches, reads and buffer allocations per MobileNetV2 α=1.0 training step at
- *             224 px, batch 32, every layer and stage 2, as shipped and as proposed;
+ *             224 px, batch 32, every layer and stage 2, as shipped and with separate ops (the
+ *             step before the fused units and WebGPUAdam);
  *   speed     forward and training images/s at 224 px, batch 32: MobileNetV2 α=1.0 and 0.35,
  *             VGG16 (bench/model-speed.ts, as `npm run bench`), plus MobileNetV2 α=1.0 training
- *             as proposed (WebGPUAdam and the fused Conv → BN → ReLU6 units);
+ *             through the Trainer as shipped and with separate ops (the wall-time effect);
  *   staged    the staged hymenoptera fine-tune (bench/staged.ts: MobileNetV2 α=0.35 with the
  *             Teachable Machine weights, with and without the activation cache).
  * --quick: tiny sizes and few steps, a smoke test of the whole (e.g. on lavapipe).
@@ -34,14 +35,14 @@ import { initEngine } from '../src/engine/backend.js';
 import { getBackbone } from '../src/backbones/registry.js';
 import type { ImageSet } from '../src/data/batches.js';
 import { MemoryPixelStore } from '../src/data/pixel-store.js';
-import { webgpuAdam } from '../src/engine/webgpu-adam.js';
 import { attachHead } from '../src/train/head.js';
+import { fusedAdam } from '../src/train/train-step.js';
 import { Trainer } from '../src/train/trainer.js';
 import { measureCounts, type CountsResult } from './counts.js';
 import { checkTrainingOps } from './gpu-check-kernels.js';
 import { round, summarise, type StepTiming } from './measure.js';
 import { measureOnce, modelLabel, type ModelConfig, type SpeedKind } from './model-speed.js';
-import { withProposedRunTop } from './proposed-top.js';
+import { withSeparateOpsRunTop } from './separate-ops-top.js';
 import { benchStaged, type StagedResult } from './staged.js';
 
 interface Options {
@@ -111,15 +112,15 @@ async function prepareBundledWebgpu(): Promise<void> {
 interface SpeedRow {
   measurement: SpeedKind;
   model: string;
-  variant: 'shipped' | 'proposed';
+  variant: 'shipped' | 'separate-ops';
   batch: number;
   imagesPerSecond?: number;
   timing?: StepTiming;
   error?: string;
 }
 
-/** Training images/s through the Trainer (one-batch set, one epoch a step, loss read back), shipped or proposed. */
-async function trainingSpeed(config: ModelConfig, batch: number, steps: number, variant: 'shipped' | 'proposed'): Promise<SpeedRow> {
+/** Training images/s through the Trainer (one-batch set, one epoch a step, loss read back), as shipped or with separate ops. */
+async function trainingSpeed(config: ModelConfig, batch: number, steps: number, variant: 'shipped' | 'separate-ops'): Promise<SpeedRow> {
   const spec = getBackbone(config.backbone);
   const options = { alpha: config.alpha ?? 1, imageSize: config.imageSize };
   const model = attachHead(spec.build(options), { numClasses: 10, dropout: 0.2, seed: 1 });
@@ -133,12 +134,12 @@ async function trainingSpeed(config: ModelConfig, batch: number, steps: number, 
     augment: 'none',
     cacheBytes: 0,
     callbacks: [{ onEpochBegin: () => void (started = performance.now()), onEpochEnd: () => void times.push(performance.now() - started) }],
-    ...(variant === 'proposed' ? { optimizer: webgpuAdam } : {}),
+    ...(variant === 'separate-ops' ? { optimizer: fusedAdam } : {}),
   });
   try {
     trainer.unfreeze({ fromLayer: model.layers[1]!.name });
     const fit = () => trainer.fit(1 + steps, 1e-5, 1);
-    if (variant === 'proposed') await withProposedRunTop(fit);
+    if (variant === 'separate-ops') await withSeparateOpsRunTop(fit);
     else await fit();
     const timing = summarise(1, times[0]! / 1000, times.slice(1));
     return { measurement: 'train', model: modelLabel(config), variant, batch, imagesPerSecond: round((timing.steps * batch) / timing.seconds, 3), timing };
@@ -217,7 +218,7 @@ async function main(): Promise<number> {
   await step('counts', async () => {
     const results: CountsResult[] = [];
     for (const stage of ['full', 'stage2'] as const) {
-      for (const variant of ['shipped', 'proposed'] as const) {
+      for (const variant of ['shipped', 'separate-ops'] as const) {
         const r = await measureCounts({ alpha: 1, imageSize: size, batch: quick ? 4 : 32, stage, variant }, log);
         log(`  ${stage} ${variant}: ${r.dispatchesPerStep} dispatches, ${r.readsPerStep} reads, ${r.allocationsPerStep} allocations per step`);
         results.push(r);
@@ -245,7 +246,7 @@ async function main(): Promise<number> {
       }
     }
     const mobilenet: ModelConfig = { backbone: 'mobilenetv2', alpha: quick ? 0.35 : 1, imageSize: size };
-    for (const variant of ['shipped', 'proposed'] as const) {
+    for (const variant of ['shipped', 'separate-ops'] as const) {
       rows.push(await trainingSpeed(mobilenet, batch, quick ? 1 : 3, variant));
       log(`  train ${modelLabel(mobilenet)} through the Trainer, ${variant}: ${rows.at(-1)!.imagesPerSecond} img/s`);
     }
