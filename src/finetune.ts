@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { resolveImagenetWeights } from './backbones/imagenet.js';
+import { resolveWeightsFile } from './backbones/imagenet.js';
 import { channelMean, withDatasetMean, type Preprocessing } from './backbones/preprocess.js';
 import { getBackbone, validateBackboneOptions } from './backbones/registry.js';
 import type { BackboneSpec } from './backbones/types.js';
@@ -507,25 +507,7 @@ async function loadWeights(backbone: tf.LayersModel, spec: BackboneSpec, opts: R
     seedRandomWeights(backbone, opts.seed);
     return 'none';
   }
-  let file = opts.weights;
-  if (opts.weights === 'imagenet') {
-    const official = spec.imagenetWeights({ alpha: opts.alpha, imageSize: opts.imageSize });
-    if (!official) {
-      throw new UsageError(
-        `no ImageNet weights are published for ${spec.name} alpha=${opts.alpha} image size ${opts.imageSize}: ` +
-          `choose a published combination, or pass --weights <file> or --weights none.`,
-      );
-    }
-    if (official.note) reporter.info(official.note);
-    let task: ReturnType<Reporter['task']> | undefined;
-    file = await resolveImagenetWeights(official, {
-      onProgress: (received, total) => {
-        task ??= reporter.task(`downloading ${official.fileName}`, total ?? 0, 'bytes');
-        task.update(received);
-      },
-    });
-    task?.finish(`downloaded ${official.fileName}`);
-  }
+  const file = await resolveWeightsFile(spec, opts, reporter);
   const report = await loadBackboneWeights(backbone, file);
   reporter.info(
     `weights: ${report.matched} tensors from ${file}` + (report.ignored.length > 0 ? ` (${report.ignored.length} not used: a head or top)` : ''),

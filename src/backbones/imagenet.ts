@@ -7,8 +7,9 @@ import { promises as fs, createReadStream } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Agent, fetch, ProxyAgent, type Dispatcher } from 'undici';
-import { FinetuneError } from '../errors.js';
-import type { ImagenetWeightsFile } from './types.js';
+import { FinetuneError, UsageError } from '../errors.js';
+import type { Reporter } from '../reporter.js';
+import type { BackboneSpec, ImagenetWeightsFile } from './types.js';
 
 export interface ResolveImagenetOptions {
   /** finetune's home; weights go in `<home>/weights`. Default `$FINETUNE_HOME` or `~/.cache/finetune`. */
@@ -263,4 +264,34 @@ function describeFetchError(e: unknown): string {
   const cause = err.cause?.code ?? err.cause?.message;
   const offline = cause === 'ENOTFOUND' || cause === 'EAI_AGAIN' ? '; are you offline?' : '';
   return `${err.message ?? String(e)}${cause ? `: ${cause}` : ''}${offline}`;
+}
+
+/**
+ * The weights file a run uses: `weights` itself when it is a path, or, for 'imagenet', the official
+ * Keras file for the backbone and size (from the cache, ~/.keras/models, or downloaded with
+ * progress). Shared by training and `finetune check`.
+ */
+export async function resolveWeightsFile(
+  spec: BackboneSpec,
+  options: { alpha: number; imageSize: number; weights: string },
+  reporter: Reporter,
+): Promise<string> {
+  if (options.weights !== 'imagenet') return options.weights;
+  const official = spec.imagenetWeights({ alpha: options.alpha, imageSize: options.imageSize });
+  if (!official) {
+    throw new UsageError(
+      `no ImageNet weights are published for ${spec.name} alpha=${options.alpha} image size ${options.imageSize}: ` +
+        'choose a published combination, or pass --weights <file> or --weights none.',
+    );
+  }
+  if (official.note) reporter.info(official.note);
+  let task: ReturnType<Reporter['task']> | undefined;
+  const file = await resolveImagenetWeights(official, {
+    onProgress: (received, total) => {
+      task ??= reporter.task(`downloading ${official.fileName}`, total ?? 0, 'bytes');
+      task.update(received);
+    },
+  });
+  task?.finish(`downloaded ${official.fileName}`);
+  return file;
 }

@@ -4,7 +4,7 @@
  * (FusedInference), then a global average pool, as the classifier head training adds would see it.
  */
 import * as tf from '@tensorflow/tfjs';
-import { resolveImagenetWeights } from '../backbones/imagenet.js';
+import { resolveWeightsFile } from '../backbones/imagenet.js';
 import { preprocessInto } from '../backbones/preprocess.js';
 import { getBackbone, validateBackboneOptions } from '../backbones/registry.js';
 import type { BackboneSpec } from '../backbones/types.js';
@@ -52,22 +52,7 @@ export function resolveFeatureOptions(options: Omit<FeatureModelOptions, 'report
 export async function loadFeatureModel(options: FeatureModelOptions): Promise<FeatureModel> {
   const reporter = options.reporter ?? silentReporter;
   const { spec, alpha, imageSize } = resolveFeatureOptions(options);
-  let file = options.weights;
-  if (file === 'imagenet') {
-    const official = spec.imagenetWeights({ alpha, imageSize });
-    if (!official) {
-      throw new UsageError(`no ImageNet weights are published for ${spec.name} alpha=${alpha} image size ${imageSize}: pass --weights <file>`);
-    }
-    if (official.note) reporter.info(official.note);
-    let task: ReturnType<Reporter['task']> | undefined;
-    file = await resolveImagenetWeights(official, {
-      onProgress: (received, total) => {
-        task ??= reporter.task(`downloading ${official.fileName}`, total ?? 0, 'bytes');
-        task.update(received);
-      },
-    });
-    task?.finish(`downloaded ${official.fileName}`);
-  }
+  const file = await resolveWeightsFile(spec, { alpha, imageSize, weights: options.weights }, reporter);
   const model = spec.build({ alpha, imageSize });
   try {
     const report = await loadBackboneWeights(model, file);
