@@ -61,7 +61,7 @@ function parseOptions(argv: string[]): Options {
     options: {
       quick: { type: 'boolean', default: false },
       out: { type: 'string' },
-      budget: { type: 'string', default: '420' },
+      budget: { type: 'string', default: '360' },
       data: { type: 'string' },
       weights: { type: 'string' },
     },
