@@ -74,6 +74,11 @@ export { EXPORT_FORMATS, exportFormat, exportRun } from './export/index.js';
 export type { ExportContext, ExportFormat } from './export/types.js';
 export type { Reporter, ProgressTask } from './reporter.js';
 
+// Looking at the data
+export { exactCrossSplitDuplicates } from './check/exact.js';
+export { checkData } from './check/check.js';
+export type { CheckOptions, CheckReport } from './check/check.js';
+
 // Prediction and evaluation
 export { predict, checkPredictOptions, decodedBatches, emptyPredictStats, labelRow } from './predict/predict.js';
 export type {
