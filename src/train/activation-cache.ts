@@ -4,7 +4,7 @@ import { batchRanges, imageBatch, type ImageSet } from '../data/batches.js';
 import type { Rng } from '../data/rng.js';
 import type { AugmentLevel } from '../data/types.js';
 import { FusedInference } from '../engine/fused-inference.js';
-import { SplitModel } from './graph.js';
+import { splittableAfter, type SplitModel } from './graph.js';
 
 export interface ActivationCacheOptions {
   imageSize: number;
@@ -52,14 +52,9 @@ export class ActivationCache {
 
   /** Keeps layer `boundary`'s outputs when the split moves; false (nothing retained) when the graph can't be cut there. */
   retain(boundary: number): boolean {
-    try {
-      new SplitModel(this.model, boundary); // the activations there must be a single tensor
-      this.retained = boundary;
-      return true;
-    } catch {
-      this.retained = undefined;
-      return false;
-    }
+    // The activations there must be a single tensor: no connection may skip over the layer.
+    this.retained = splittableAfter(this.model)[boundary] ? boundary : undefined;
+    return this.retained !== undefined;
   }
 
   /** The split moved to `boundary`: frees what neither it nor the retained layer uses. */
