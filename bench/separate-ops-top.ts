@@ -8,7 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { batchNormScaleShift, foldableBatchNorm, foldableConv, inboundNames, reluActivation } from '../src/engine/fused-inference.js';
 import { relu6 } from '../src/engine/relu6.js';
-import { SplitModel } from '../src/train/graph.js';
+import { convolution, SplitModel } from '../src/train/graph.js';
 
 type Layer = tf.layers.Layer;
 
@@ -32,17 +32,6 @@ function separateOpsRunTop(this: SplitModel, boundaryOutput: tf.Tensor, training
     if (layer.name === until) break;
   }
   return last;
-}
-
-/** SplitModel's convolution(): tf.conv2d / tf.depthwiseConv2d plus the bias. */
-function convolution(layer: Layer, x: tf.Tensor): tf.Tensor {
-  const c = layer.getConfig() as { strides: [number, number]; padding: 'same' | 'valid'; useBias?: boolean };
-  const [kernel, bias] = layer.weights.map((w) => w.read());
-  const y =
-    layer.getClassName() === 'DepthwiseConv2D'
-      ? tf.depthwiseConv2d(x as tf.Tensor4D, kernel as tf.Tensor4D, c.strides, c.padding)
-      : tf.conv2d(x as tf.Tensor4D, kernel as tf.Tensor4D, c.strides, c.padding);
-  return c.useBias && bias ? tf.add(y, bias) : y;
 }
 
 /** Runs `body` with SplitModel.runTop running every layer as its own op; puts SplitModel back after. */

@@ -34,6 +34,18 @@ export function inboundNames(layer: Layer): string[] {
   return node ? node.inboundLayers.map((l) => l.name) : [];
 }
 
+/**
+ * `(i, j) => whether layer j (at most `to`) is the only layer reading layer i's output, and reads
+ * nothing else`: the test for fusing a chain of layers into one step.
+ */
+export function soleReader(model: tf.LayersModel, to: number): (i: number, j: number) => boolean {
+  const layers = model.layers;
+  const inbound = layers.map(inboundNames);
+  const readers = new Map<string, number>();
+  for (const names of inbound) for (const name of names) readers.set(name, (readers.get(name) ?? 0) + 1);
+  return (i, j) => j <= to && readers.get(layers[i]!.name) === 1 && inbound[j]!.length === 1 && inbound[j]![0] === layers[i]!.name;
+}
+
 function dataIdOf(v: tf.Tensor): object {
   return v.dataId;
 }
@@ -99,10 +111,7 @@ export class FusedInference {
   constructor(model: tf.LayersModel, from: number, to: number) {
     const layers = model.layers;
     const inbound = layers.map(inboundNames);
-    const readers = new Map<string, number>();
-    for (const names of inbound) for (const name of names) readers.set(name, (readers.get(name) ?? 0) + 1);
-    const onlyReader = (i: number, j: number) =>
-      j <= to && readers.get(layers[i]!.name) === 1 && inbound[j]!.length === 1 && inbound[j]![0] === layers[i]!.name;
+    const onlyReader = soleReader(model, to);
 
     this.inputName = layers[from]!.name;
     const steps: Step[] = [];

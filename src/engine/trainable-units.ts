@@ -9,7 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { convBatchNormActivation, type UnitActivation } from './conv-bn-activation.js';
-import { foldableBatchNorm, foldableConv, inboundNames, reluActivation } from './fused-inference.js';
+import { foldableBatchNorm, foldableConv, inboundNames, reluActivation, soleReader } from './fused-inference.js';
 
 type Layer = tf.layers.Layer;
 
@@ -31,10 +31,7 @@ export interface TrainableUnit {
 export function planTrainableUnits(model: tf.LayersModel, to = model.layers.length - 1): (TrainableUnit | undefined)[] {
   const layers = model.layers;
   const inbound = layers.map(inboundNames);
-  const readers = new Map<string, number>();
-  for (const names of inbound) for (const name of names) readers.set(name, (readers.get(name) ?? 0) + 1);
-  const onlyReader = (i: number, j: number) =>
-    j <= to && readers.get(layers[i]!.name) === 1 && inbound[j]!.length === 1 && inbound[j]![0] === layers[i]!.name;
+  const onlyReader = soleReader(model, to);
   const plan: (TrainableUnit | undefined)[] = layers.map(() => undefined);
   for (let i = 0; i < layers.length; i++) {
     const conv = layers[i]!;

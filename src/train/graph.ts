@@ -147,7 +147,7 @@ function ownOpOf(layer: Layer): OwnOp {
  * (74 ms of a MobileNetV2-224 step at batch 16 on WASM, for Conv1). These ops' gradients compute
  * only what the tape asks for.
  */
-function convolution(layer: Layer, x: tf.Tensor): tf.Tensor {
+export function convolution(layer: Layer, x: tf.Tensor): tf.Tensor {
   const c = layer.getConfig() as { strides: [number, number]; padding: 'same' | 'valid'; useBias?: boolean };
   const [kernel, bias] = layer.weights.map((w) => w.read());
   const y =
