@@ -10,6 +10,7 @@ import { evaluateCommand } from './evaluate.js';
 import { exportCommand } from './export.js';
 import { predictCommand } from './predict.js';
 import { addRunsCommand } from './runs.js';
+import { sweepCommand } from './sweep.js';
 import { consoleReporter } from './progress.js';
 
 const number = (flag: string) => (value: string) => {
@@ -32,7 +33,35 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
       'Fine-tune an ImageNet-pretrained backbone on a folder of labelled images (train/<class>/…, valid/<class>/…, test/…),\n' +
         'then write the model, metrics and predictions for test/.',
     )
-    .argument('<data>', 'data folder: train/<class>/*, optional valid|validation|val/<class>/*, optional test/[unknown/]*')
+    .argument('<data>', 'data folder: train/<class>/*, optional valid|validation|val/<class>/*, optional test/[unknown/]*');
+  addTrainingOptions(program)
+    .option('-o, --out <dir>', 'output folder', DEFAULTS.out)
+    .option('--overwrite', 'replace the outputs of an earlier run in --out')
+    .option('--resume <dir>', 'continue the interrupted run in <dir> from its last completed epoch (give the same options)')
+    .option('-q, --quiet', 'print only warnings, errors and the summary')
+    .option('--verbose', 'print stack traces with errors')
+    .showHelpAfterError('(run finetune --help for every option)')
+    .action(async (data: string, flags: Record<string, unknown>, command: Command) => {
+      const { resume, ...rest } = flags;
+      const options = toFineTuneOptions(data, rest);
+      if (typeof resume === 'string') {
+        if (command.getOptionValueSource('out') === 'cli' && path.resolve(String(rest.out)) !== path.resolve(resume)) {
+          throw new UsageError(`--resume ${resume} continues the run in that folder: drop --out ${String(rest.out)}.`);
+        }
+        options.out = resume;
+        options.resume = true;
+      }
+      await run(options);
+    });
+  return program;
+}
+
+/**
+ * The options that say what a run trains (not where it writes or how it talks), added to `command`.
+ * Defined once for `finetune <data>` and `finetune sweep`, so every flag added here can be swept.
+ */
+export function addTrainingOptions(command: Command): Command {
+  return command
     .addOption(new Option('--backbone <name>', 'backbone architecture').choices(Object.keys(backbones)).default(DEFAULTS.backbone))
     .option('--alpha <a>', 'MobileNetV2 width multiplier: 0.35, 0.5, 0.75, 1.0, 1.3, 1.4 (default 1.0)', number('--alpha'))
     .option('--image-size <px>', 'input size in pixels, ≥ 32 (default 224; Keras publishes MobileNetV2 weights for 96/128/160/192/224)', integer('--image-size'))
@@ -72,27 +101,14 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
     .addOption(new Option('--class-weight <how>', 'balance the loss for imbalanced classes').choices(['auto', 'none']).default(DEFAULTS.classWeight))
     .option('--seed <n>', 'seed for the split, data order, augmentation and initial weights', integer('--seed'), DEFAULTS.seed)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default(DEFAULTS.backend))
-    .option('--export <formats>', 'after training, also export the model: a comma-separated list of finetune export formats (tfjs, keras, tm, onnx, web) into <out>/export/', (v: string) => v.split(',').map((f) => f.trim()).filter(Boolean))
-    .option('-o, --out <dir>', 'output folder', DEFAULTS.out)
-    .option('--overwrite', 'replace the outputs of an earlier run in --out')
-    .option('--resume <dir>', 'continue the interrupted run in <dir> from its last completed epoch (give the same options)')
-    .option('-q, --quiet', 'print only warnings, errors and the summary')
-    .option('--verbose', 'print stack traces with errors')
-    .showHelpAfterError('(run finetune --help for every option)')
-    .action(async (data: string, flags: Record<string, unknown>, command: Command) => {
-      // Commander names options after their flags; the one whose flag is shorter than its field:
-      const { trainBn, resume, ...rest } = flags;
-      const options: FineTuneOptions = { ...(rest as Omit<FineTuneOptions, 'data'>), trainBatchNorm: trainBn === true, data };
-      if (typeof resume === 'string') {
-        if (command.getOptionValueSource('out') === 'cli' && path.resolve(String(rest.out)) !== path.resolve(resume)) {
-          throw new UsageError(`--resume ${resume} continues the run in that folder: drop --out ${String(rest.out)}.`);
-        }
-        options.out = resume;
-        options.resume = true;
-      }
-      await run(options);
-    });
-  return program;
+    .option('--export <formats>', 'after training, also export the model: a comma-separated list of finetune export formats (tfjs, keras, tm, onnx, web) into <out>/export/', (v: string) => v.split(',').map((f) => f.trim()).filter(Boolean));
+}
+
+/** Commander's parsed flags as fineTune's options. */
+export function toFineTuneOptions(data: string, flags: Record<string, unknown>): FineTuneOptions & { quiet?: boolean; verbose?: boolean } {
+  // Commander names options after their flags; the one whose flag is shorter than its field:
+  const { trainBn, ...rest } = flags;
+  return { ...(rest as Omit<FineTuneOptions, 'data'>), trainBatchNorm: trainBn === true, data };
 }
 
 function summary(result: FineTuneResult): string {
@@ -114,7 +130,7 @@ function summary(result: FineTuneResult): string {
  * resume from its last saved epoch. Twice: exit at once; files on disk are whole either way,
  * since every write is a rename.
  */
-function interruptOnSignals(): { signal: AbortSignal; release: () => void } {
+export function interruptOnSignals(): { signal: AbortSignal; release: () => void } {
   const controller = new AbortController();
   const onSignal = (name: NodeJS.Signals) => {
     if (controller.signal.aborted) {
@@ -159,6 +175,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
     .addCommand(evaluateCommand(setStatus))
     .addCommand(exportCommand(setStatus))
     .addCommand(checkCommand(setStatus))
+    .addCommand(sweepCommand({ addTrainingOptions, toFineTuneOptions, interruptOnSignals }))
     .addCommand(doctorCommand());
   addRunsCommand(program);
   try {

@@ -1,0 +1,185 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { Command, type Option } from 'commander';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addTrainingOptions, toFineTuneOptions } from '../src/cli/main.js';
+import { makeShapesDataset } from '../src/data/synthetic.js';
+import { UsageError } from '../src/errors.js';
+import { resolveOptions } from '../src/finetune.js';
+import { planSweep } from '../src/sweep/plan.js';
+import { runCli } from './helpers/run-cli.js';
+import { repoRoot, sharedMobileNetWeights } from './helpers/shared.js';
+
+const bin = path.join(repoRoot, 'bin/finetune.js');
+let dir: string;
+let data: string;
+let weights: string;
+
+beforeAll(async () => {
+  if (!existsSync(path.join(repoRoot, 'dist/cli/main.js'))) throw new Error('dist/ is missing: run `npm run build` (npm test does it first)');
+  dir = mkdtempSync(path.join(tmpdir(), 'finetune-sweep-'));
+  data = path.join(dir, 'data');
+  await makeShapesDataset(data, { trainPerClass: 8, validPerClass: 4, testCount: 0, size: 48, seed: 3 });
+  weights = sharedMobileNetWeights() ?? 'none';
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** The plan `finetune sweep` makes for these base flags and --vary texts, with the real options and checks. */
+function plan(base: string[], vary: string[], grid = false) {
+  const command = addTrainingOptions(new Command('t').argument('<data>').exitOverride());
+  const options: readonly Option[] = [...command.options];
+  command.parse(['node', 't', 'data', ...base]);
+  return planSweep({ data: 'data', baseFlags: command.opts(), varySpecs: vary, grid, trainingOptions: options, toOptions: toFineTuneOptions, resolve: resolveOptions });
+}
+
+describe('planning a sweep', () => {
+  it('runs the baseline first, then each value in the order given, one flag changed at a time; a base value is not run twice', () => {
+    const p = plan(['--image-size', '96', '--lr', '0.001'], ['image-size=128,96,64', '--lr=1e-2,0.001', 'augment=none']);
+    expect(p.runs.map((r) => r.name)).toEqual(['base', 'image-size=128', 'image-size=64', 'lr=0.01', 'augment=none']);
+    expect(p.runs.map((r) => r.resolved.imageSize)).toEqual([96, 128, 64, 96, 96]);
+    expect(p.runs.map((r) => r.resolved.lr)).toEqual([0.001, 0.001, 0.001, 0.01, 0.001]);
+    // Everything else stays the base run's: --fine-tune-lr follows --lr, as it does on its own.
+    expect(p.runs[3]!.resolved.fineTuneLr).toBeCloseTo(0.001);
+    expect(p.runs.map((r) => r.resolved.augment)).toEqual(['light', 'light', 'light', 'light', 'none']);
+  });
+
+  it('--grid runs the cross product, named by every varied flag, and no separate baseline', () => {
+    const p = plan(['--image-size', '96'], ['image-size=64,128', 'lr=0.01,0.1,0.2'], true);
+    expect(p.runs).toHaveLength(6);
+    expect(p.runs.map((r) => r.name)).toEqual([
+      'image-size=64,lr=0.01', 'image-size=64,lr=0.1', 'image-size=64,lr=0.2',
+      'image-size=128,lr=0.01', 'image-size=128,lr=0.1', 'image-size=128,lr=0.2',
+    ]);
+    // One factor at a time, the same --vary: the baseline and 2 + 3 changed runs.
+    expect(plan(['--image-size', '96'], ['image-size=64,128', 'lr=0.01,0.1,0.2']).runs).toHaveLength(6);
+  });
+
+  it('varies an on/off flag as true,false and a choice through its own choices', () => {
+    const p = plan([], ['train-bn=true,false', 'resize=crop,pad']);
+    expect(p.runs.map((r) => r.name)).toEqual(['base', 'train-bn=true', 'resize=crop', 'resize=pad']);
+    expect(p.runs[1]!.resolved.trainBatchNorm).toBe(true);
+  });
+
+  it.each([
+    [['epochs=1,x'], /^--vary epochs=x: --epochs needs a number, got 'x'\.$/],
+    [['epochs=0'], /^sweep run epochs=0 \(--epochs 0\): --epochs 0 is not valid/],
+    [['resize=squash'], /^--vary resize=squash: --resize squash is not valid: use one of stretch, crop, pad\.$/],
+    [['ema=1'], /^--vary ema: there is no training flag --ema/],
+    [['out=a,b'], /^--vary out: --out cannot vary: it is the sweep folder/],
+    [['export=onnx'], /^--vary export: --export cannot vary/],
+    [['image-size'], /write it as <flag>=<v1>,<v2>/],
+    [['lr=0.1', 'lr=0.2'], /--vary lr is given twice/],
+    [[], /needs at least one --vary/],
+  ])('refuses --vary %j in one line', (vary, message) => {
+    expect(() => plan([], vary)).toThrow(UsageError);
+    expect(() => plan([], vary)).toThrow(message);
+  });
+});
+
+/** Runs `finetune sweep` until `when(stderr)` holds, then sends SIGINT (never, without `when`). */
+function sweep(args: string[], when?: (stderr: string) => boolean) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, [bin, 'sweep', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let sent = false;
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (!sent && when?.(stderr)) {
+        sent = true;
+        child.kill('SIGINT');
+      }
+    });
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('finetune sweep (child process)', () => {
+  // Tiny runs: these are about which runs happen, in which folders, and what is left behind.
+  const base = () => [
+    data, '--alpha', '0.35', '--image-size', '32', '--weights', weights, '--epochs', '6', '--patience', '20',
+    '--fine-tune-epochs', '0', '--batch-size', '8', '--augment', 'none', '--backend', 'wasm',
+  ];
+
+  it.each([
+    [['--vary', 'colour=red'], /--vary colour: there is no training flag --colour/],
+    [['--vary', 'image-size=48,20'], /sweep run image-size=20 \(--image-size 20\): --image-size 20/],
+    [['--vary', 'out=a,b'], /--out cannot vary/],
+  ])('%j fails in one line with status 2 before any run starts', async (vary, message) => {
+    const out = path.join(dir, 'refused');
+    const run = await runCli(process.execPath, [bin, 'sweep', ...base(), ...vary, '--out', out], { timeout: 60_000 });
+    expect(run.status, run.stderr).toBe(2);
+    expect(run.stderr).toMatch(message);
+    expect(run.stderr.trim().split('\n')).toHaveLength(1);
+    expect(existsSync(out), 'no run folder, no sweep folder').toBe(false);
+  }, 60_000);
+
+  it('runs each run once in its folder, writes sweep.csv and sweep.png; stopped in run 2, run again it skips run 1 and resumes run 2', async () => {
+    const out = path.join(dir, 'sweep');
+    const args = [...base(), '--vary', 'image-size=40,32', '--out', out];
+    // Ctrl-C once run 2 has saved an epoch: its checkpoint is what the next sweep resumes.
+    const stopped = await sweep(args, (s) => /run 2\/2: --image-size=40[^]*stage 1 epoch 2:/.test(s));
+    expect(stopped.code, stopped.stderr).toBe(130);
+    expect(stopped.stderr).toMatch(/run 1\/2: base \(no change\)/);
+    expect(stopped.stderr).toMatch(/interrupted during run 2\/2: --image-size=40\. Run the same finetune sweep command again/);
+    expect(readdirSync(out).sort()).toEqual(['base', 'image-size=40']);
+    expect(existsSync(path.join(out, 'image-size=40/checkpoint/state.json'))).toBe(true);
+    const baseCreated = JSON.parse(readFileSync(path.join(out, 'base/finetune.json'), 'utf8')).created;
+
+    const resumed = await sweep(args);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stderr).toMatch(/run 1\/2: base \(no change\): complete, skipped/);
+    expect(resumed.stderr).toMatch(/run 2\/2: --image-size=40 \(resuming the interrupted run\)/);
+    expect(resumed.stderr).toMatch(/resuming after stage 1, epoch [2-6]/);
+    expect(JSON.parse(readFileSync(path.join(out, 'base/finetune.json'), 'utf8')).created, 'base was not trained again').toBe(baseCreated);
+    const history = readFileSync(path.join(out, 'image-size=40/history.csv'), 'utf8').trim().split('\n');
+    expect(history).toHaveLength(1 + 6);
+    expect(existsSync(path.join(out, 'image-size=40/checkpoint'))).toBe(false);
+
+    // The runs table and each accuracy with its interval on stdout; the files beside the runs.
+    expect(resumed.stdout).toMatch(/2 runs in .* \(1 trained now, 1 complete before\)/);
+    expect(resumed.stdout).toMatch(/^name\s+backbone\s+image-size\s+val acc/m);
+    expect(resumed.stdout).toMatch(/^ {2}image-size=40\s+\d\.\d{3} {2}\(\d\.\d{3}–\d\.\d{3}\)/m);
+    const csv = readFileSync(path.join(out, 'sweep.csv'), 'utf8').trim().split('\n').map((l) => l.split(','));
+    expect(csv[0]).toEqual(['run', 'varied', 'image-size', 'val_accuracy', 'val_ci95_low', 'val_ci95_high', 'val_loss', 'test_accuracy', 'seconds', 'cpu_seconds', 'load1', 'status']);
+    expect(csv.slice(1).map((r) => [r[0], r[1], r[2], r[11]])).toEqual([
+      ['base', 'base', '32', 'skipped'],
+      ['image-size=40', 'image-size', '40', 'done'],
+    ]);
+    for (const row of csv.slice(1)) {
+      const [acc, lo, hi] = [Number(row[3]), Number(row[4]), Number(row[5])];
+      expect(lo).toBeLessThanOrEqual(acc);
+      expect(hi).toBeGreaterThanOrEqual(acc);
+      expect(Number(row[8])).toBeGreaterThan(0); // wall seconds from the run's finetune.json
+    }
+    const png = await sharp(path.join(out, 'sweep.png')).metadata();
+    expect([png.format, png.width, png.height]).toEqual(['png', 460, 340]); // one panel
+
+    // Once more: nothing left to do.
+    const again = await sweep([...args, '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr.match(/complete, skipped/g)).toHaveLength(2);
+    const json = JSON.parse(again.stdout);
+    expect(json.runs.map((r: { name: string; status: string }) => `${r.name} ${r.status}`)).toEqual(['base skipped', 'image-size=40 skipped']);
+
+    // Other base options into the same folder: refused before anything runs, saying what differs.
+    const other = await runCli(process.execPath, [bin, 'sweep', ...base(), '--lr', '0.01', '--vary', 'image-size=40', '--out', out], { timeout: 60_000 });
+    expect(other.status, other.stderr).toBe(2);
+    expect(other.stderr).toMatch(/base holds a run with other options \(--lr was 0\.001, now 0\.01; --fine-tune-lr was 0\.0001, now 0\.001\)/);
+  }, 300_000);
+
+  it('refuses a run folder that holds files no run wrote', async () => {
+    const out = path.join(dir, 'foreign');
+    mkdirSync(path.join(out, 'base'), { recursive: true });
+    writeFileSync(path.join(out, 'base/notes.txt'), 'mine');
+    const run = await runCli(process.execPath, [bin, 'sweep', ...base(), '--vary', 'image-size=40', '--out', out], { timeout: 60_000 });
+    expect(run.status, run.stderr).toBe(2);
+    expect(run.stderr).toMatch(/base holds files that are not a finetune run's \(notes\.txt\)/);
+    expect(readdirSync(out)).toEqual(['base']);
+  }, 60_000);
+});
