@@ -9,7 +9,9 @@ import { addTrainingOptions, toFineTuneOptions } from '../src/cli/main.js';
 import { makeShapesDataset } from '../src/data/synthetic.js';
 import { UsageError } from '../src/errors.js';
 import { resolveOptions } from '../src/finetune.js';
+import { renderSweep } from '../src/report/sweep-plot.js';
 import { planSweep } from '../src/sweep/plan.js';
+import { sweepCsv, sweepPanels, type SweepRunResult } from '../src/sweep/sweep.js';
 import { runCli } from './helpers/run-cli.js';
 import { repoRoot, sharedMobileNetWeights } from './helpers/shared.js';
 
@@ -62,6 +64,28 @@ describe('planning a sweep', () => {
     const p = plan([], ['train-bn=true,false', 'resize=crop,pad']);
     expect(p.runs.map((r) => r.name)).toEqual(['base', 'train-bn=true', 'resize=crop', 'resize=pad']);
     expect(p.runs[1]!.resolved.trainBatchNorm).toBe(true);
+  });
+
+  it('sweep.png has a panel per varied flag: the baseline and that flag\'s runs, or with --grid a series per combination of the others', async () => {
+    const fake = (p: ReturnType<typeof plan>): SweepRunResult[] =>
+      p.runs.map((run, i) => ({ run, folder: run.name, state: 'new', status: 'done', valAccuracy: 0.8 + i / 100, valCI95: [0.7, 0.9] }));
+    const oneAtATime = plan(['--image-size', '96'], ['image-size=64,128', 'augment=none,strong']);
+    const panels = sweepPanels(oneAtATime, fake(oneAtATime));
+    expect(panels.map((p) => [p.flag, p.values, p.baseValue, p.series.length])).toEqual([
+      ['image-size', [96, 64, 128], 96, 1],
+      ['augment', ['light', 'none', 'strong'], 'light', 1],
+    ]);
+    expect(panels[1]!.series[0]!.points.map((pt) => [pt.value, Number(pt.accuracy!.toFixed(6))])).toEqual([['light', 0.8], ['none', 0.83], ['strong', 0.84]]);
+    expect(sweepCsv(oneAtATime, fake(oneAtATime)).split('\n')[4]).toBe('augment=none,augment,96,none,0.83,0.7,0.9,,,,,,done');
+
+    const grid = plan([], ['image-size=64,128', 'lr=0.01,0.1,0.2'], true);
+    const gridPanels = sweepPanels(grid, fake(grid));
+    expect(gridPanels.map((p) => p.series.map((s) => s.label))).toEqual([
+      ['lr=0.01', 'lr=0.1', 'lr=0.2'],
+      ['image-size=64', 'image-size=128'],
+    ]);
+    const png = await sharp(await renderSweep(gridPanels)).metadata();
+    expect([png.format, png.width]).toEqual(['png', 2 * 460]);
   });
 
   it.each([

@@ -40,13 +40,16 @@ export async function renderSweep(panels: readonly SweepPanel[]): Promise<Buffer
   const columns = Math.max(1, Math.min(PER_ROW, panels.length));
   const rows = Math.max(1, Math.ceil(panels.length / PER_ROW));
   const width = columns * PANEL_WIDTH;
-  const height = rows * PANEL_HEIGHT;
+  // --grid: the series' legend goes under each panel, in as many lines as the longest needs.
+  const legendLines = Math.max(0, ...panels.map((p) => legendLayout(p, PANEL_WIDTH - 95).at(-1)?.line ?? -1)) + 1;
+  const panelHeight = PANEL_HEIGHT + legendLines * LEGEND_LINE;
+  const height = rows * panelHeight;
   const accuracies = panels.flatMap((p) => p.series.flatMap((s) => s.points.flatMap((pt) => [pt.accuracy, ...(pt.ci ?? [])])));
   const domain = accuracyDomain(accuracies.filter((a): a is number => a !== undefined && Number.isFinite(a)));
   const body: string[] = [];
   panels.forEach((panel, i) => {
     const left = (i % PER_ROW) * PANEL_WIDTH;
-    const top = Math.floor(i / PER_ROW) * PANEL_HEIGHT;
+    const top = Math.floor(i / PER_ROW) * panelHeight;
     body.push(...drawPanel(panel, { left: left + 70, top: top + 60, width: PANEL_WIDTH - 95, height: PANEL_HEIGHT - 125 }, domain));
   });
   return svgToPng(svgDocument(width, height, body));
@@ -122,21 +125,39 @@ function drawPanel(panel: SweepPanel, box: Box, domain: { min: number; max: numb
         for (const cap of [lo, hi]) out.push(`<line x1="${round(p.px - 5)}" y1="${round(cap)}" x2="${round(p.px + 5)}" y2="${round(cap)}" stroke="${color}" stroke-width="1.5"/>`);
       }
       out.push(`<circle cx="${round(p.px)}" cy="${round(p.py)}" r="4" fill="${color}"/>`);
-      out.push(text(p.px + 11, p.py, p.accuracy!.toFixed(3), { size: 11, baseline: 'middle', fill: COLORS.text }));
+      // With several series the numbers would pile up: sweep.csv has them.
+      if (panel.series.length === 1) out.push(text(p.px + 11, p.py, p.accuracy!.toFixed(3), { size: 11, baseline: 'middle', fill: COLORS.text }));
       if (panel.baseValue !== undefined && String(p.value) === String(panel.baseValue)) {
         out.push(`<circle cx="${round(p.px)}" cy="${round(p.py)}" r="8" fill="none" stroke="${COLORS.text}" stroke-width="1.2"/>`);
         out.push(text(p.px, Math.min(bottom - 6, (p.ci ? y(p.ci[0]) : p.py) + 16), 'base', { size: 11, anchor: 'middle', fill: COLORS.text }));
       }
     }
   });
-  if (panel.series.length > 1) {
-    let x = box.left;
-    panel.series.forEach((series, s) => {
-      const label = abbreviate(series.label, 24);
-      out.push(`<circle cx="${round(x + 5)}" cy="${box.top - 12}" r="4" fill="${PALETTE[s % PALETTE.length]}"/>`);
-      out.push(text(x + 13, box.top - 12, label, { size: 11, baseline: 'middle' }));
-      x += 13 + textWidth(label, 11) + 12;
-    });
+  for (const item of legendLayout(panel, box.width)) {
+    const y = bottom + 62 + item.line * LEGEND_LINE;
+    out.push(`<circle cx="${round(box.left + item.x + 5)}" cy="${y}" r="4" fill="${PALETTE[item.series % PALETTE.length]}"/>`);
+    out.push(text(box.left + item.x + 13, y, item.label, { size: 11, baseline: 'middle' }));
   }
   return out;
+}
+
+const LEGEND_LINE = 16;
+
+/** Where each series' legend entry goes (none for a single series): left to right, wrapping at the panel's width. */
+function legendLayout(panel: SweepPanel, width: number): { series: number; label: string; x: number; line: number }[] {
+  if (panel.series.length <= 1) return [];
+  const items: { series: number; label: string; x: number; line: number }[] = [];
+  let x = 0;
+  let line = 0;
+  panel.series.forEach((series, s) => {
+    const label = abbreviate(series.label, 40);
+    const w = 13 + textWidth(label, 11) + 12;
+    if (x > 0 && x + w > width) {
+      x = 0;
+      line++;
+    }
+    items.push({ series: s, label, x, line });
+    x += w;
+  });
+  return items;
 }

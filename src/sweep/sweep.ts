@@ -77,6 +77,8 @@ export async function runSweep(options: RunSweepOptions): Promise<SweepRunResult
       results.push({ ...(await readResults(folder)), run, folder, state, status: 'skipped' });
       continue;
     }
+    // A Ctrl-C that came as the previous run finished: start nothing new.
+    if (options.signal?.aborted) throw new InterruptedError(`interrupted before ${label}. Run the same finetune sweep command again to carry on.`);
     log(`${label}${state === 'resume' ? ' (resuming the interrupted run)' : ''} → ${folder}`);
     const cpuBefore = process.cpuUsage();
     try {
