@@ -151,8 +151,10 @@ describe('finetune sweep (child process)', () => {
     expect(stopped.code, stopped.stderr).toBe(130);
     expect(stopped.stderr).toMatch(/run 1\/2: base \(no change\)/);
     expect(stopped.stderr).toMatch(/interrupted during run 2\/2: --image-size=40\. Run the same finetune sweep command again/);
-    expect(readdirSync(out).sort()).toEqual(['base', 'image-size=40']);
+    expect(readdirSync(out).sort()).toEqual(['base', 'image-size=40', 'sweep.csv']);
     expect(existsSync(path.join(out, 'image-size=40/checkpoint/state.json'))).toBe(true);
+    // sweep.csv is written after each run: the stopped sweep has its finished run's row.
+    expect(readFileSync(path.join(out, 'sweep.csv'), 'utf8')).toMatch(/\nbase,base,32,[^\n]*,done\n$/);
     const baseCreated = JSON.parse(readFileSync(path.join(out, 'base/finetune.json'), 'utf8')).created;
 
     const resumed = await sweep(args);
@@ -180,6 +182,7 @@ describe('finetune sweep (child process)', () => {
       expect(lo).toBeLessThanOrEqual(acc);
       expect(hi).toBeGreaterThanOrEqual(acc);
       expect(Number(row[8])).toBeGreaterThan(0); // wall seconds from the run's finetune.json
+      expect(Number(row[9]), 'CPU seconds: measured now, or kept from the sweep that trained it').toBeGreaterThan(0);
     }
     const png = await sharp(path.join(out, 'sweep.png')).metadata();
     expect([png.format, png.width, png.height]).toEqual(['png', 460, 340]); // one panel

@@ -41,7 +41,7 @@ export async function renderSweep(panels: readonly SweepPanel[]): Promise<Buffer
   const rows = Math.max(1, Math.ceil(panels.length / PER_ROW));
   const width = columns * PANEL_WIDTH;
   // --grid: the series' legend goes under each panel, in as many lines as the longest needs.
-  const legendLines = Math.max(0, ...panels.map((p) => legendLayout(p, PANEL_WIDTH - 95).at(-1)?.line ?? -1)) + 1;
+  const legendLines = Math.max(-1, ...panels.map((p) => legendLayout(p, PANEL_WIDTH - 95).at(-1)?.line ?? -1)) + 1;
   const panelHeight = PANEL_HEIGHT + legendLines * LEGEND_LINE;
   const height = rows * panelHeight;
   const accuracies = panels.flatMap((p) => p.series.flatMap((s) => s.points.flatMap((pt) => [pt.accuracy, ...(pt.ci ?? [])])));

@@ -16,6 +16,7 @@ import { fineTune, type FineTuneOptions } from '../finetune.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { toCsv } from '../io/csv.js';
 import { RUN_FILES } from '../io/run-outputs.js';
+import { parseCsv } from '../predict/formats.js';
 import { renderSweep, type SweepPanel } from '../report/sweep-plot.js';
 import { REPORT_FILES } from '../report/index.js';
 import { flagName, isRunConfig, numberOrUndefined, type RunConfig } from '../runs/config.js';
@@ -112,6 +113,7 @@ export async function runSweep(options: RunSweepOptions): Promise<SweepRunResult
       cpuSeconds: (cpu.user + cpu.system) / 1e6,
       load1: os.loadavg()[0],
     });
+    await writeSweepCsv(out, plan, results);
   }
   return results;
 }
@@ -276,11 +278,41 @@ export function sweepPanels(plan: SweepPlan, results: readonly SweepRunResult[])
 
 /** Writes sweep.csv and sweep.png into the sweep folder (atomically); returns their paths. */
 export async function writeSweepOutputs(out: string, plan: SweepPlan, results: readonly SweepRunResult[]): Promise<string[]> {
-  const csv = path.join(out, SWEEP_FILES.csv);
+  const csv = await writeSweepCsv(out, plan, results);
   const png = path.join(out, SWEEP_FILES.png);
-  await writeFileAtomic(csv, sweepCsv(plan, results));
   await writeFileAtomic(png, await renderSweep(sweepPanels(plan, results)));
   return [csv, png];
+}
+
+/** Writes sweep.csv (atomically): also after each run, so a sweep stopped part-way keeps what its runs measured. */
+async function writeSweepCsv(out: string, plan: SweepPlan, results: readonly SweepRunResult[]): Promise<string> {
+  const csv = path.join(out, SWEEP_FILES.csv);
+  await writeFileAtomic(csv, sweepCsv(plan, await withEarlierCpu(csv, results)));
+  return csv;
+}
+
+/**
+ * A skipped run keeps the CPU time and load the sweep.csv before recorded for it (the invocation
+ * that trained it measured them), so running a finished sweep again does not lose them.
+ */
+async function withEarlierCpu(csv: string, results: readonly SweepRunResult[]): Promise<SweepRunResult[]> {
+  let rows: string[][];
+  try {
+    rows = parseCsv(await fs.readFile(csv, 'utf8'));
+  } catch {
+    return [...results];
+  }
+  const header = rows[0] ?? [];
+  const [runColumn, cpuColumn, loadColumn] = ['run', 'cpu_seconds', 'load1'].map((name) => header.indexOf(name));
+  if (runColumn! < 0 || cpuColumn! < 0) return [...results];
+  const earlier = new Map(rows.slice(1).map((row) => [row[runColumn!], row]));
+  return results.map((r) => {
+    const row = earlier.get(r.run.name);
+    if (r.status !== 'skipped' || r.cpuSeconds !== undefined || !row) return r;
+    const cpu = row[cpuColumn!] === '' ? undefined : Number(row[cpuColumn!]);
+    const load = loadColumn! < 0 || row[loadColumn!] === '' ? undefined : Number(row[loadColumn!]);
+    return { ...r, ...(Number.isFinite(cpu) ? { cpuSeconds: cpu } : {}), ...(Number.isFinite(load) ? { load1: load } : {}) };
+  });
 }
 
 /** For messages: the FinetuneError a sweep ends with when some runs failed. */
