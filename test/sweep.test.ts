@@ -42,6 +42,7 @@ describe('planning a sweep', () => {
   it('runs the baseline first, then each value in the order given, one flag changed at a time; a base value is not run twice', () => {
     const p = plan(['--image-size', '96', '--lr', '0.001'], ['image-size=128,96,64', '--lr=1e-2,0.001', 'augment=none']);
     expect(p.runs.map((r) => r.name)).toEqual(['base', 'image-size=128', 'image-size=64', 'lr=0.01', 'augment=none']);
+    expect(p.sameAs).toEqual([{ name: 'image-size=96', run: 'base' }, { name: 'lr=0.001', run: 'base' }]);
     expect(p.runs.map((r) => r.resolved.imageSize)).toEqual([96, 128, 64, 96, 96]);
     expect(p.runs.map((r) => r.resolved.lr)).toEqual([0.001, 0.001, 0.001, 0.01, 0.001]);
     // Everything else stays the base run's: --fine-tune-lr follows --lr, as it does on its own.
@@ -149,6 +150,7 @@ describe('finetune sweep (child process)', () => {
     // Ctrl-C once run 2 has saved an epoch: its checkpoint is what the next sweep resumes.
     const stopped = await sweep(args, (s) => /run 2\/2: --image-size=40[^]*stage 1 epoch 2:/.test(s));
     expect(stopped.code, stopped.stderr).toBe(130);
+    expect(stopped.stderr).toMatch(/finetune sweep: 2 runs into .*: base, image-size=40 \(image-size=32 is base\)/);
     expect(stopped.stderr).toMatch(/run 1\/2: base \(no change\)/);
     expect(stopped.stderr).toMatch(/interrupted during run 2\/2: --image-size=40\. Run the same finetune sweep command again/);
     expect(readdirSync(out).sort()).toEqual(['base', 'image-size=40', 'sweep.csv']);

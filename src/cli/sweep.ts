@@ -66,7 +66,8 @@ export function sweepCommand(deps: SweepCommandDeps): Command {
       });
       checkOutOutsideData(flags.out, data);
       const reporter = consoleReporter({ quiet: flags.quiet ?? false, stream: deps.stderr });
-      reporter.info(`finetune sweep: ${plan.runs.length} runs into ${flags.out}: ${plan.runs.map((r) => r.name).join(', ')}`);
+      const same = plan.sameAs.map((s) => `${s.name} is ${s.run}`).join(', ');
+      reporter.info(`finetune sweep: ${plan.runs.length} runs into ${flags.out}: ${plan.runs.map((r) => r.name).join(', ')}${same ? ` (${same})` : ''}`);
       const interrupt = deps.interruptOnSignals();
       let results: SweepRunResult[];
       try {

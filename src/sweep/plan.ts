@@ -48,6 +48,8 @@ export interface SweepPlan {
   grid: boolean;
   /** In order: the baseline first (one-factor sweeps), then each --vary's values in the order given. */
   runs: PlannedRun[];
+  /** Values that gave a run already planned (e.g. the base value): its would-be name and the run's. */
+  sameAs: { name: string; run: string }[];
 }
 
 export interface PlanInput {
@@ -81,16 +83,21 @@ export function planSweep(input: PlanInput): SweepPlan {
   const runs: PlannedRun[] = [];
   const byIdentity = new Map<string, PlannedRun>();
   const byFolder = new Map<string, PlannedRun>();
+  const sameAs: { name: string; run: string }[] = [];
   for (const run of candidates) {
     const identity = runIdentity(run.resolved);
-    if (byIdentity.has(identity)) continue;
+    const earlier = byIdentity.get(identity);
+    if (earlier) {
+      sameAs.push({ name: run.name, run: earlier.name });
+      continue;
+    }
     const clash = byFolder.get(run.name);
     if (clash) throw new UsageError(`two runs of the sweep would share the folder ${run.name}: give values that differ in their names.`);
     byIdentity.set(identity, run);
     byFolder.set(run.name, run);
     runs.push(run);
   }
-  return { vary, grid: input.grid, runs };
+  return { vary, grid: input.grid, runs, sameAs };
 }
 
 /** Parses `<flag>=<v1>,<v2>,…` (the flag with or without its dashes) through the flag's own parser. */
