@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Command, type Option } from 'commander';
+import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addTrainingOptions, toFineTuneOptions } from '../src/cli/main.js';
@@ -11,7 +12,7 @@ import { UsageError } from '../src/errors.js';
 import { resolveOptions } from '../src/finetune.js';
 import { renderSweep } from '../src/report/sweep-plot.js';
 import { planSweep } from '../src/sweep/plan.js';
-import { sweepCsv, sweepPanels, type SweepRunResult } from '../src/sweep/sweep.js';
+import { runSweep, sweepCsv, sweepPanels, type SweepRunResult } from '../src/sweep/sweep.js';
 import { runCli } from './helpers/run-cli.js';
 import { repoRoot, sharedMobileNetWeights } from './helpers/shared.js';
 
@@ -35,7 +36,7 @@ function plan(base: string[], vary: string[], grid = false) {
   const command = addTrainingOptions(new Command('t').argument('<data>').exitOverride());
   const options: readonly Option[] = [...command.options];
   command.parse(['node', 't', 'data', ...base]);
-  return planSweep({ data: 'data', baseFlags: command.opts(), varySpecs: vary, grid, trainingOptions: options, toOptions: toFineTuneOptions, resolve: resolveOptions });
+  return planSweep({ data, baseFlags: command.opts(), varySpecs: vary, grid, trainingOptions: options, toOptions: toFineTuneOptions, resolve: resolveOptions });
 }
 
 describe('planning a sweep', () => {
@@ -103,6 +104,27 @@ describe('planning a sweep', () => {
     expect(() => plan([], vary)).toThrow(UsageError);
     expect(() => plan([], vary)).toThrow(message);
   });
+});
+
+describe('runSweep in one process', () => {
+  it('leaves no tensors behind from one run to the next', async () => {
+    const p = plan(
+      ['--alpha', '0.35', '--image-size', '32', '--weights', weights, '--epochs', '1', '--fine-tune-epochs', '1', '--batch-size', '8', '--augment', 'none', '--backend', 'wasm'],
+      ['image-size=40,36'],
+    );
+    const counts: number[] = [];
+    const results = await runSweep({
+      plan: p,
+      out: path.join(dir, 'in-process'),
+      log: (line) => {
+        if (/^run [23]\/3/.test(line)) counts.push(tf.memory().numTensors);
+      },
+    });
+    counts.push(tf.memory().numTensors);
+    expect(results.map((r) => `${r.run.name} ${r.status}`)).toEqual(['base done', 'image-size=40 done', 'image-size=36 done']);
+    expect(counts).toHaveLength(3);
+    expect(new Set(counts).size, `tensors after each run: ${counts.join(', ')}`).toBe(1);
+  }, 300_000);
 });
 
 /** Runs `finetune sweep` until `when(stderr)` holds, then sends SIGINT (never, without `when`). */
