@@ -154,15 +154,18 @@ describe('finetune sweep (child process)', () => {
   ];
 
   it.each([
-    [['--vary', 'colour=red'], /--vary colour: there is no training flag --colour/],
-    [['--vary', 'image-size=48,20'], /sweep run image-size=20 \(--image-size 20\): --image-size 20/],
-    [['--vary', 'out=a,b'], /--out cannot vary/],
-  ])('%j fails in one line with status 2 before any run starts', async (vary, message) => {
+    [['--vary', 'colour=red'], /--vary colour: there is no training flag --colour/, 1],
+    [['--vary', 'image-size=48,20'], /sweep run image-size=20 \(--image-size 20\): --image-size 20/, 1],
+    [['--vary', 'out=a,b'], /--out cannot vary/, 1],
+    // A base option commander refuses: its line, and the same hint as for a single run.
+    [['--vary', 'lr=0.1', '--lr', 'fast'], /--lr needs a number, got 'fast'/, 2],
+  ])('%j fails in one line with status 2 before any run starts', async (vary, message, lines) => {
     const out = path.join(dir, 'refused');
     const run = await runCli(process.execPath, [bin, 'sweep', ...base(), ...vary, '--out', out], { timeout: 60_000 });
     expect(run.status, run.stderr).toBe(2);
     expect(run.stderr).toMatch(message);
-    expect(run.stderr.trim().split('\n')).toHaveLength(1);
+    expect(run.stderr.trim().split('\n')[0]).toMatch(message);
+    expect(run.stderr.trim().split('\n')).toHaveLength(lines);
     expect(existsSync(out), 'no run folder, no sweep folder').toBe(false);
   }, 60_000);
 

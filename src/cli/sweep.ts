@@ -50,6 +50,8 @@ export function sweepCommand(deps: SweepCommandDeps): Command {
     .option('--json', 'print the results as JSON for scripts')
     .option('-q, --quiet', 'print only warnings, errors and the summary')
     .option('--verbose', 'print stack traces with errors')
+    .showHelpAfterError('(run finetune sweep --help for every option)')
+    .exitOverride()
     .action(async (data: string, allFlags: Record<string, unknown>) => {
       const flags = allFlags as unknown as SweepFlags;
       const baseFlags = Object.fromEntries(trainingOptions.map((o) => [o.attributeName(), allFlags[o.attributeName()]]).filter(([, v]) => v !== undefined));
