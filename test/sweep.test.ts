@@ -12,9 +12,9 @@ import { UsageError } from '../src/errors.js';
 import { resolveOptions } from '../src/finetune.js';
 import { renderSweep } from '../src/report/sweep-plot.js';
 import { planSweep } from '../src/sweep/plan.js';
-import { runSweep, sweepCsv, sweepPanels, type SweepRunResult } from '../src/sweep/sweep.js';
+import { failedRunsError, runSweep, sweepCsv, sweepPanels, type SweepRunResult } from '../src/sweep/sweep.js';
 import { runCli } from './helpers/run-cli.js';
-import { repoRoot, sharedMobileNetWeights } from './helpers/shared.js';
+import { needShared, repoRoot, sharedMobileNetWeights, TM_WEIGHTS } from './helpers/shared.js';
 
 const bin = path.join(repoRoot, 'bin/finetune.js');
 let dir: string;
@@ -124,6 +124,23 @@ describe('runSweep in one process', () => {
     expect(results.map((r) => `${r.run.name} ${r.status}`)).toEqual(['base done', 'image-size=40 done', 'image-size=36 done']);
     expect(counts).toHaveLength(3);
     expect(new Set(counts).size, `tensors after each run: ${counts.join(', ')}`).toBe(1);
+  }, 300_000);
+
+  it('a run that fails is recorded with its reason and the sweep goes on', async (ctx) => {
+    // Without pretrained weights there is no stage 2, so no --unfreeze-from to refuse.
+    needShared(ctx, 'a stage-2 layer check', `${TM_WEIGHTS}/model.json`);
+    const p = plan(
+      ['--alpha', '0.35', '--image-size', '32', '--weights', weights, '--epochs', '1', '--fine-tune-epochs', '1', '--batch-size', '8', '--augment', 'none', '--backend', 'wasm'],
+      ['unfreeze-from=no_such_layer,Conv_1'],
+    );
+    const lines: string[] = [];
+    const results = await runSweep({ plan: p, out: path.join(dir, 'failing'), log: (line) => lines.push(line) });
+    expect(results.map((r) => `${r.run.name} ${r.status}`)).toEqual(['base done', 'unfreeze-from=no_such_layer failed', 'unfreeze-from=Conv_1 done']);
+    expect(results[1]!.error).toMatch(/^--unfreeze-from no_such_layer is not a layer of the backbone/);
+    expect(lines).toContainEqual(expect.stringMatching(/^run 2\/3: --unfreeze-from=no_such_layer failed: --unfreeze-from no_such_layer is not a layer/));
+    const csv = sweepCsv(p, results).trim().split('\n');
+    expect(csv[2]).toMatch(/^unfreeze-from=no_such_layer,unfreeze-from,no_such_layer,,,,,,,,,"failed: --unfreeze-from no_such_layer is not a layer/);
+    expect(failedRunsError(results)?.message).toMatch(/^1 of 3 sweep runs failed: unfreeze-from=no_such_layer \(--unfreeze-from no_such_layer/);
   }, 300_000);
 });
 

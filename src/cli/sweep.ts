@@ -11,6 +11,7 @@ import { exportFormat } from '../export/index.js';
 import { formatRunsTable, loadRun, type RunSummary } from '../runs/runs.js';
 import { formatValue, planSweep, type SweepPlan } from '../sweep/plan.js';
 import { describeRun, failedRunsError, runSweep, writeSweepOutputs, type SweepRunResult } from '../sweep/sweep.js';
+import { abbreviate } from '../report/format.js';
 import { consoleReporter } from './progress.js';
 
 export interface SweepCommandDeps {
@@ -107,7 +108,7 @@ async function sweepSummary(out: string, results: readonly SweepRunResult[], fil
     const figure =
       r.valAccuracy === undefined
         ? r.status === 'failed'
-          ? `failed: ${r.error}`
+          ? `failed: ${abbreviate(r.error ?? '', 160)}`
           : 'no validation accuracy'
         : `${r.valAccuracy.toFixed(3)}${r.valCI95 ? `  (${r.valCI95[0].toFixed(3)}–${r.valCI95[1].toFixed(3)})` : ''}`;
     lines.push(`  ${r.run.name.padEnd(width)}  ${figure}   ${describeRun(r.run)}`);

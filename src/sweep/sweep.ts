@@ -17,6 +17,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { toCsv } from '../io/csv.js';
 import { RUN_FILES } from '../io/run-outputs.js';
 import { parseCsv } from '../predict/formats.js';
+import { abbreviate } from '../report/format.js';
 import { renderSweep, type SweepPanel } from '../report/sweep-plot.js';
 import { REPORT_FILES } from '../report/index.js';
 import { flagName, isRunConfig, numberOrUndefined, type RunConfig } from '../runs/config.js';
@@ -66,7 +67,9 @@ export async function runSweep(options: RunSweepOptions): Promise<SweepRunResult
   const out = path.resolve(options.out);
   const log = options.log ?? (() => {});
   // Every folder is looked at before the first run starts: one that cannot be used fails the sweep now.
-  const states = await Promise.all(plan.runs.map((run) => runState(path.join(out, run.name), run)));
+  // In plan order, so the error names the first such folder, every time.
+  const states: RunState[] = [];
+  for (const run of plan.runs) states.push(await runState(path.join(out, run.name), run));
   await fs.mkdir(out, { recursive: true });
   const results: SweepRunResult[] = [];
   for (const [i, run] of plan.runs.entries()) {
@@ -99,7 +102,7 @@ export async function runSweep(options: RunSweepOptions): Promise<SweepRunResult
         );
       }
       const message = error instanceof Error ? error.message.split('\n')[0]! : String(error);
-      log(`${label} failed: ${message}`);
+      log(`${label} failed: ${abbreviate(message, 300)}`);
       results.push({ run, folder, state, status: 'failed', error: message });
       continue;
     }
@@ -319,5 +322,6 @@ async function withEarlierCpu(csv: string, results: readonly SweepRunResult[]): 
 export function failedRunsError(results: readonly SweepRunResult[]): FinetuneError | undefined {
   const failed = results.filter((r) => r.status === 'failed');
   if (failed.length === 0) return undefined;
-  return new FinetuneError(`${failed.length} of ${results.length} sweep runs failed: ${failed.map((r) => `${r.run.name} (${r.error})`).join('; ')}`);
+  const reasons = failed.map((r) => `${r.run.name} (${abbreviate(r.error ?? '', 160)})`).join('; ');
+  return new FinetuneError(`${failed.length} of ${results.length} sweep runs failed: ${reasons}. Their rows in sweep.csv say why in full.`);
 }
