@@ -14,7 +14,7 @@ export const BACKEND_CHOICES = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
 
 /** --engine's help, shared by predict and evaluate. */
 export const ENGINE_HELP =
-  'what runs the model: onnx (ONNX Runtime; needs `npm install onnxruntime-node`), tfjs (on --backend), or auto (onnx when installed and tfjs has no GPU)';
+  'what runs the model: onnx (ONNX Runtime; needs `npm install onnxruntime-node`), tfjs (on --backend), or auto (onnx when installed and tfjs has no GPU or native TensorFlow)';
 
 /** Commander value parser for a number flag. */
 export const numberArg = (flag: string) => (value: string) => {

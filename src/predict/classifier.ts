@@ -54,7 +54,7 @@ export interface LoadClassifierOptions {
   /**
    * What runs the model (default 'auto'): 'onnx' ONNX Runtime (onnxruntime-node, which must be
    * installed), 'tfjs' tfjs on `backend`, 'auto' ONNX Runtime where it is installed and tfjs would
-   * compute on the CPU, else tfjs.
+   * run on WebAssembly (no GPU through WebGPU, no native TensorFlow), else tfjs.
    */
   engine?: InferenceEngineRequest;
   /** Where warnings go (e.g. "this run did not finish"). Default: nowhere. */
@@ -372,8 +372,9 @@ type EngineChoice =
 
 /**
  * Which engine runs the model. auto: ONNX Runtime where onnxruntime-node loads and tfjs would
- * compute on the CPU (with no GPU or native TensorFlow, tfjs lands on WASM, which ONNX Runtime
- * beats 1.5–2.5×); tfjs when --backend names a tfjs backend.
+ * run on WASM, which ONNX Runtime beats 1.5–2.2× (README); tfjs where tfjs gets a GPU or native
+ * TensorFlow (2.5–3× WASM even on a CPU; not measured against ONNX Runtime), or when --backend
+ * names a tfjs backend.
  */
 async function chooseEngine(request: InferenceEngineRequest, backend: BackendRequest): Promise<EngineChoice> {
   if (request === 'tfjs') return { engine: 'tfjs', reason: '--engine tfjs' };

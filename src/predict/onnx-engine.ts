@@ -18,7 +18,7 @@ import { functionalConfig, PREPROCESS_LAYER } from '../io/preprocess-layer.js';
 import { finetuneVersion } from '../io/teachable-machine.js';
 import type { ModelConfig, ModelLocation } from './classifier.js';
 
-/** `--engine`: what runs the model. auto: ONNX Runtime when it is installed (and tfjs has no GPU), else tfjs. */
+/** `--engine`: what runs the model. auto: ONNX Runtime when it is installed and tfjs would run on WebAssembly, else tfjs. */
 export const INFERENCE_ENGINES = ['auto', 'tfjs', 'onnx'] as const;
 export type InferenceEngineRequest = (typeof INFERENCE_ENGINES)[number];
 export type InferenceEngineName = Exclude<InferenceEngineRequest, 'auto'>;
