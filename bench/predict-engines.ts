@@ -40,6 +40,8 @@ export interface PredictEngineRun {
   processImagesPerSecond: number[];
   wallSeconds: number[];
   cpuSeconds: number[];
+  /** The process's peak resident memory (MiB). */
+  peakMiB: number[];
   /** What predict said it ran on. */
   engineLine: string;
   loadAverage: number[];
@@ -48,22 +50,23 @@ export interface PredictEngineRun {
 interface Timed {
   wall: number;
   cpu: number;
+  peakMiB: number;
   stderr: string;
   status: number | null;
 }
 
-/** Runs the CLI under GNU time; its last stderr line is "<wall> <user> <sys>". */
+/** Runs the CLI under GNU time; its last stderr line is "<wall> <user> <sys> <peak KiB>". */
 function timedCli(args: string[]): Promise<Timed> {
   return new Promise((resolve, reject) => {
-    const child = spawn('/usr/bin/time', ['-f', '%e %U %S', process.execPath, path.join(repoRoot, 'bin/finetune.js'), ...args], {
+    const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', process.execPath, path.join(repoRoot, 'bin/finetune.js'), ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     child.on('error', reject);
     child.on('close', (status) => {
-      const [wall, user, sys] = stderr.trim().split('\n').pop()!.split(' ').map(Number);
-      resolve({ wall: wall!, cpu: user! + sys!, stderr, status });
+      const [wall, user, sys, kib] = stderr.trim().split('\n').pop()!.split(' ').map(Number);
+      resolve({ wall: wall!, cpu: user! + sys!, peakMiB: Math.round(kib! / 1024), stderr, status });
     });
   });
 }
@@ -127,6 +130,7 @@ export async function benchPredictEngines(options: PredictEnginesOptions, log: (
           processImagesPerSecond: [],
           wallSeconds: [],
           cpuSeconds: [],
+          peakMiB: [],
           engineLine: '',
           loadAverage: [],
         }),
@@ -141,9 +145,10 @@ export async function benchPredictEngines(options: PredictEnginesOptions, log: (
           row.processImagesPerSecond.push(files / t.wall);
           row.wallSeconds.push(t.wall);
           row.cpuSeconds.push(t.cpu);
+          row.peakMiB.push(t.peakMiB);
           row.loadAverage.push(Math.round(load * 10) / 10);
           row.engineLine = /engine: (.*)/.exec(t.stderr)?.[1] ?? '';
-          log(`predict-engines: ${row.model} on ${row.images} (${files}), ${row.engine}: ${rate?.[2]} images/s labelling, ${t.wall} s wall, ${t.cpu.toFixed(1)} CPU s, load ${load.toFixed(1)}`);
+          log(`predict-engines: ${row.model} on ${row.images} (${files}), ${row.engine}: ${rate?.[2]} images/s labelling, ${t.wall} s wall, ${t.cpu.toFixed(1)} CPU s, ${t.peakMiB} MiB peak, load ${load.toFixed(1)}`);
         }
       }
       results.push(...rows);
@@ -159,7 +164,7 @@ const median = (xs: number[]) => {
 
 /** A table: per model and image folder, each engine's medians, and ONNX Runtime's speed-up. */
 export function formatPredictEngines(rows: PredictEngineRun[]): string {
-  const lines = ['model                images            files  engine  labelling img/s (median; all)   process img/s  wall s  CPU s  load'];
+  const lines = ['model                images            files  engine  labelling img/s (median; all)   process img/s  wall s  CPU s  peak MiB  load'];
   for (let i = 0; i < rows.length; i += 2) {
     const pair = [rows[i]!, rows[i + 1]!];
     for (const r of pair) {
@@ -173,6 +178,7 @@ export function formatPredictEngines(rows: PredictEngineRun[]): string {
           median(r.processImagesPerSecond).toFixed(1).padStart(13),
           median(r.wallSeconds).toFixed(1).padStart(6),
           median(r.cpuSeconds).toFixed(1).padStart(5),
+          String(median(r.peakMiB)).padStart(8),
           `${Math.min(...r.loadAverage)}–${Math.max(...r.loadAverage)}`,
         ].join('  '),
       );

@@ -161,7 +161,7 @@ describe('npm run bench -- --only predict-engines', () => {
     ]);
     for (const r of rows) {
       expect(r.files).toBeGreaterThan(10);
-      for (const list of [r.labellingImagesPerSecond, r.processImagesPerSecond, r.wallSeconds, r.cpuSeconds]) {
+      for (const list of [r.labellingImagesPerSecond, r.processImagesPerSecond, r.wallSeconds, r.cpuSeconds, r.peakMiB]) {
         expect(list).toHaveLength(1);
         expect(list[0]).toBeGreaterThan(0);
       }
