@@ -1,7 +1,7 @@
 /**
  * ONNX Runtime (`onnxruntime-node`) as the inference engine of `predict` and `evaluate`: the run's
  * model converted to ONNX (the same converter as `finetune export --format onnx`), run on the CPU.
- * It labels 1.5–2.5× faster than tfjs on WebAssembly on the same cores (README, "Use your model").
+ * `finetune predict` labels 1.5–2.2× faster with it than on tfjs WebAssembly, same cores (README, "Labelling images").
  *
  * onnxruntime-node is optional: finetune works without it. It is imported only here, only when
  * asked for, and its types stay private, so nothing else depends on it being installed.
