@@ -116,12 +116,11 @@ export class OnnxModel {
       source = { convertSeconds: (performance.now() - started) / 1000 };
     }
     // Threads as tfjs uses (FINETUNE_THREADS, else every core); one graph runs at a time.
-    const session = await ort.InferenceSession.create(bytes, {
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-    });
+    const session = await ort.InferenceSession
+      .create(bytes, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' })
+      .catch((error: unknown) => {
+        throw new FinetuneError(`ONNX Runtime cannot load the model: ${(error as Error).message.split('\n')[0]}`, { cause: error });
+      });
     const model = new OnnxModel(ort, session, size, classes, threads, source);
     try {
       await model.run(new Float32Array(size * size * 3), 1);
