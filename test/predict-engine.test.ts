@@ -6,10 +6,13 @@
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../src/cli/doctor.js';
 import { initEngine } from '../src/engine/backend.js';
 import { onnxFormat } from '../src/export/onnx.js';
+import { saveModelDir } from '../src/io/model-io.js';
+import { silentReporter } from '../src/reporter.js';
 import { loadClassifier, type Classifier } from '../src/predict/classifier.js';
 import { evaluate } from '../src/predict/evaluate.js';
 import type { InferenceEngineRequest } from '../src/predict/onnx-engine.js';
@@ -111,6 +114,32 @@ describe('predict on tfjs and on ONNX Runtime', () => {
     const stale = await loadClassifier(run, { engine: 'onnx' });
     expect(stale.inference.detail).toMatch(/converted in/);
     stale.dispose();
+  });
+
+  it('auto falls back to tfjs, with a warning saying why, for a model the ONNX conversion cannot take', async () => {
+    // A format-1 run whose model has a layer the converter lacks (Conv2DTranspose).
+    const run = path.join(tmp, 'unconvertible');
+    const input = tf.input({ shape: [16, 16, 3] });
+    const up = tf.layers.conv2dTranspose({ filters: 4, kernelSize: 3, strides: 2, padding: 'same' }).apply(input) as tf.SymbolicTensor;
+    const pooled = tf.layers.globalAveragePooling2d({}).apply(up) as tf.SymbolicTensor;
+    const out = tf.layers.dense({ units: 3, activation: 'softmax' }).apply(pooled) as tf.SymbolicTensor;
+    const model = tf.model({ inputs: input, outputs: out });
+    await saveModelDir(model, path.join(run, 'model'));
+    model.dispose();
+    const preprocessing = { mean: [127.5, 127.5, 127.5], scale: 1 / 127.5, channelOrder: 'rgb' };
+    writeFileSync(
+      path.join(run, 'finetune.json'),
+      JSON.stringify({ format: 'finetune-model/1', classes: CLASSES, input: { size: 16, channels: 3, resize: 'stretch', preprocessing }, results: {} }),
+    );
+    const warnings: string[] = [];
+    const auto = await loadClassifier(run, { reporter: { ...silentReporter, warn: (m: string) => warnings.push(m) } });
+    expect(auto.inference.engine).toBe('tfjs');
+    expect(auto.inference.reason).toMatch(/^ONNX Runtime cannot run this model \(cannot convert the model to ONNX: .*Conv2DTranspose.*\); using tfjs$/);
+    expect(warnings).toEqual([auto.inference.reason]);
+    expect(await auto.predictPixels([new Uint8Array(16 * 16 * 3).fill(90)])).toHaveLength(3);
+    auto.dispose();
+    // Asked for by name, it is an error instead.
+    await expect(loadClassifier(run, { engine: 'onnx' })).rejects.toThrow(/cannot convert the model to ONNX: .*Conv2DTranspose/);
   });
 
   it('evaluate records the engine in its result (metrics.json)', async () => {
