@@ -64,7 +64,7 @@ async function main(): Promise<void> {
   const fmt = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)} images/s (${xs.map((x) => x.toFixed(1)).join(', ')})`;
   console.log(`${pixels.length} images at ${size} px, batch ${batch}, ${os.availableParallelism()} cores, load ${os.loadavg()[0]!.toFixed(1)}`);
   console.log(`decode (sharp, once): ${(pixels.length / decodeSeconds).toFixed(1)} images/s`);
-  console.log(`tfjs ${classifier.engine.backend} (finetune predict's path): ${fmt(rates.tfjs)}`);
+  console.log(`tfjs ${classifier.engine?.backend} (finetune predict's path): ${fmt(rates.tfjs)}`);
   console.log(`onnxruntime-node ${ort.env.versions?.node ?? ''}: ${fmt(rates.ort)}`);
   classifier.dispose();
   rmSync(tmp, { recursive: true, force: true });

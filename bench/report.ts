@@ -8,6 +8,7 @@ import type { AccuracyConfig } from './accuracy.js';
 import type { DecodeResult } from './decode.js';
 import { repoRoot } from './jobs.js';
 import type { SpeedResult } from './model-speed.js';
+import type { PredictEngineRun } from './predict-engines.js';
 import type { StagedResult } from './staged.js';
 
 export interface MachineInfo {
@@ -50,6 +51,8 @@ export interface BenchReport {
   probes: BackendProbe[];
   settings: Record<string, unknown>;
   decode?: DecodeResult;
+  /** `--only predict-engines`: finetune predict's processes per engine (bench/predict-engines.ts). */
+  predictEngines?: PredictEngineRun[];
   backends: BackendReport[];
   seconds: number;
 }

@@ -33,9 +33,10 @@ import { killActiveJob, repoRoot, runJob } from './jobs.js';
 import type { StepBudget } from './measure.js';
 import { modelLabel, stepDescription, type ModelConfig, type SpeedKind, type SpeedResult } from './model-speed.js';
 import { formatTable, machineInfo, tableRows, versions, type BackendReport, type BenchReport } from './report.js';
+import { benchPredictEngines, formatPredictEngines, type PredictEngineRun } from './predict-engines.js';
 import { resolveStagedData, type StagedOptions, type StagedResult } from './staged.js';
 
-const MEASUREMENTS = ['decode', 'forward', 'train', 'staged', 'accuracy', 'counts'] as const;
+const MEASUREMENTS = ['decode', 'forward', 'train', 'staged', 'accuracy', 'counts', 'predict-engines'] as const;
 type Measurement = (typeof MEASUREMENTS)[number];
 /** What runs with no --only: accuracy takes minutes per configuration, so it is asked for by name. */
 const DEFAULT_MEASUREMENTS: Measurement[] = ['decode', 'forward', 'train', 'staged'];
@@ -71,6 +72,9 @@ interface Flags {
   accuracyData?: string;
   keepRuns?: string;
   countsSizes?: number[];
+  predictRuns?: string[];
+  predictImages?: string[];
+  predictRounds: number;
 }
 
 const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean);
@@ -141,11 +145,15 @@ function parseFlags(argv: string[]): Flags {
       numberList((n) => Number.isInteger(n) && n >= 32, 'sizes ≥ 32'),
     )
     .option('--keep-runs <dir>', "accuracy: keep each run's output folder under <dir> (default: removed), e.g. for `finetune runs <dir>`")
+    .option('--predict-runs <list>', 'predict-engines: run folders to label with (default: MobileNetV2 α=0.35 and 1.0 at 224 px from ../shared weights)', list)
+    .option('--predict-images <list>', 'predict-engines: image folders (default: hymenoptera val/ and 100 per class of flowers)', list)
+    .option('--predict-rounds <n>', 'predict-engines: `finetune predict` runs per engine, alternating', wholeNumber, 3)
     .addHelpText(
       'after',
       '\nThe pure-JavaScript cpu backend runs only when named in --backends, and then with a small workload (the --quick sizes, no VGG16 training step).' +
         '\nAccuracy (--only accuracy) runs fineTune on hymenoptera once per alpha × recipe × seed, with the ../shared ImageNet weights for α 0.35 and 1;' +
-        '\nabout 1 minute a run at α=0.35 and 2.5 at α=1 on 2 CPU cores.',
+        '\nabout 1 minute a run at α=0.35 and 2.5 at α=1 on 2 CPU cores.' +
+        '\nPredict engines (--only predict-engines) times whole `finetune predict` processes with --engine tfjs and --engine onnx on the same images.',
     );
   // A usage error exits with status 2, as finetune's own commands do (commander's default is 1).
   program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
@@ -456,7 +464,16 @@ export async function main(argv: string[]): Promise<number> {
       );
     }
 
-    for (const backend of backends) {
+    if (only.has('predict-engines')) {
+      report.predictEngines = await benchPredictEngines(
+        { sharedDir, tmpDir: tmp, runs: flags.predictRuns, images: flags.predictImages, rounds: flags.predictRounds },
+        log,
+      );
+    }
+
+    // Only predict-engines: no per-backend measurement to make.
+    const perBackend = [...only].some((m) => m !== 'decode' && m !== 'predict-engines');
+    for (const backend of perBackend ? backends : []) {
       const b: BackendReport = { name: backend, notes: [], forward: [], train: [] };
       report.backends.push(b);
       const w = backend === 'cpu' ? cpuWorkload(flags, sharedDir) : standard;
@@ -505,7 +522,8 @@ export async function main(argv: string[]): Promise<number> {
       (report.quick ? '  (--quick: smoke-test sizes)' : ''),
   );
   for (const b of report.backends) console.log(`${b.name}: ${b.detail ?? 'not started'}${b.notes.length ? ` — ${b.notes.join('; ')}` : ''}`);
-  console.log(`\n${formatTable(tableRows(report))}\n`);
+  if (report.backends.length > 0 || report.decode) console.log(`\n${formatTable(tableRows(report))}\n`);
+  if (report.predictEngines) console.log(`\nfinetune predict, whole process, --engine tfjs against --engine onnx:\n${formatPredictEngines(report.predictEngines)}\n`);
   for (const r of results) {
     console.log(
       `counts ${r.model}, batch ${r.batch}, ${r.stage} (${r.trains}), ${r.variant}: ${r.dispatchesPerStep} dispatches ` +
@@ -523,7 +541,7 @@ export async function main(argv: string[]): Promise<number> {
     report.backends.some(
       (b) => b.stagedError || [...b.forward, ...b.train].some((r) => r.error) || (b.accuracy ?? []).some((c) => c.failures.length > 0),
     ) ||
-    (report.backends.length === 0 && !report.decode) ||
+    (report.backends.length === 0 && !report.decode && !report.predictEngines) ||
     countsErrors.length > 0;
   return failed ? 1 : 0;
 }

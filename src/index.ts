@@ -90,7 +90,8 @@ export type {
   PredictOptions,
   PredictStats,
 } from './predict/predict.js';
-export { Classifier, loadClassifier, locateModel, readModelConfig, checkModelConfig, MODEL_FORMAT } from './predict/classifier.js';
+export { Classifier, loadClassifier, locateModel, readModelConfig, checkModelConfig, MODEL_FORMAT, type InferenceInfo } from './predict/classifier.js';
+export { INFERENCE_ENGINES, type InferenceEngineRequest } from './predict/onnx-engine.js';
 export type { LoadClassifierOptions, ModelConfig, ModelLocation } from './predict/classifier.js';
 export { ImageDecoder } from './predict/decoder.js';
 export { expandInputs, parseShard, shardOf, inShard } from './predict/inputs.js';

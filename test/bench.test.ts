@@ -140,3 +140,33 @@ describe('npm run bench (full sizes)', () => {
     expect(stdout).toMatch(/\| wasm +\| VGG16 112 px training step +\| +failed \| batch 8: stopped at its time limit of 1 s/);
   });
 });
+
+describe('npm run bench -- --only predict-engines', () => {
+  it('times finetune predict processes on each engine, same images, and writes them as JSON', { timeout: 240_000 }, async () => {
+    const { initEngine } = await import('../src/engine/backend.js');
+    const { writeExportRun } = await import('./helpers/export-run.js');
+    await initEngine('wasm');
+    const model = await writeExportRun(path.join(dir, 'engines-run'), { backbone: 'mobilenetv2', alpha: 0.35, imageSize: 64, classes: ['circle', 'square', 'triangle'], seed: 2 });
+    const images = path.join(repoRoot, 'fixtures/shapes/valid');
+    const out = path.join(dir, 'engines.json');
+    const { code, stdout, stderr } = await run(['--only', 'predict-engines', '--predict-runs', model, '--predict-images', images, '--predict-rounds', '1', '--out', out]);
+    expect(code, stderr.slice(-2000)).toBe(0);
+    expect(stdout).toMatch(/onnx \/ tfjs: labelling [\d.]+×, process [\d.]+×, CPU seconds [\d.]+×/);
+    const report = JSON.parse(readFileSync(out, 'utf8')) as BenchReport;
+    expect(report.backends).toEqual([]);
+    const rows = report.predictEngines!;
+    expect(rows.map((r) => [r.model, r.images, r.engine])).toEqual([
+      ['engines-run', 'valid', 'tfjs'],
+      ['engines-run', 'valid', 'onnx'],
+    ]);
+    for (const r of rows) {
+      expect(r.files).toBeGreaterThan(10);
+      for (const list of [r.labellingImagesPerSecond, r.processImagesPerSecond, r.wallSeconds, r.cpuSeconds, r.peakMiB]) {
+        expect(list).toHaveLength(1);
+        expect(list[0]).toBeGreaterThan(0);
+      }
+    }
+    expect(rows[0]!.engineLine).toMatch(/^tfjs wasm/);
+    expect(rows[1]!.engineLine).toMatch(/^onnxruntime-node /);
+  });
+});

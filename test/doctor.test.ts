@@ -62,6 +62,10 @@ describe('finetune doctor (child process)', () => {
     expect(report.backends.filter((b) => b.auto).map((b) => b.name)).toEqual([report.auto]);
     expect(report.speedProbe).toBeNull();
     expect(report.system.tfjs).toBe(tf.version.tfjs);
+    // onnxruntime-node is a devDependency: predict's auto takes it unless tfjs has a GPU or native TensorFlow
+    // (test/predict-engine.test.ts covers an install without it).
+    expect(report.predict.onnxRuntime).toMatchObject({ available: true, version: expect.stringMatching(/^\d+\.\d+\.\d+$/) });
+    expect(report.predict.engine).toBe(['wasm', 'cpu'].includes(report.auto!) ? 'onnx' : 'tfjs');
   });
 
   it('prints a table with the auto choice marked', () => {
@@ -70,6 +74,7 @@ describe('finetune doctor (child process)', () => {
     const lines = run.stdout.split('\n');
     expect(lines.find((l) => l.startsWith('backend'))).toMatch(/^backend\s+usable\s+detail$/);
     for (const name of ['tensorflow', 'webgpu', 'wasm', 'cpu']) expect(lines.some((l) => l.startsWith(`${name} `)), name).toBe(true);
+    expect(lines.filter((l) => l.startsWith('predict: ONNX Runtime available (onnxruntime-node '))).toHaveLength(1);
     const autoRows = lines.filter((l) => l.endsWith('← auto'));
     expect(autoRows).toHaveLength(1);
     expect(lines.find((l) => l.startsWith('wasm '))).toMatch(/^wasm\s+yes\s+wasm, (no )?SIMD/);

@@ -8,6 +8,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { BACKEND_ORDER, autoOrder, probeBackends, type BackendName, type BackendProbe, type GpuAdapterSummary } from '../engine/backend.js';
 import { SPEED_PROBE_DEFAULTS, speedProbes, type SpeedProbeResult } from '../engine/speed-probe.js';
 import { UsageError } from '../errors.js';
+import { ORT_INSTALL, ORT_PACKAGE, probeOnnxRuntime, type InferenceEngineName } from '../predict/onnx-engine.js';
 import { integerArg, numberArg } from './predict.js';
 
 /** yes: `auto` may pick it; if-asked: only `--backend <name>` uses it (a CPU-fallback GPU adapter); no: can't be used. */
@@ -38,6 +39,11 @@ export interface DoctorReport {
   /** The order auto tries them in: BACKEND_ORDER, but TensorFlow on the CPU comes after WebGPU. */
   autoOrder: BackendName[];
   backends: DoctorBackend[];
+  /** What `finetune predict` and `evaluate` run the model on with --engine auto, and whether ONNX Runtime is there. */
+  predict: {
+    engine: InferenceEngineName;
+    onnxRuntime: { available: true; version: string } | { available: false; reason: string };
+  };
   /** The probe settings, or null with --no-speed. */
   speedProbe: { model: 'MobileNetV2'; alpha: number; imageSize: number; batchSize: number; seconds: number; weights: 'random' } | null;
   system: { node: string; tfjs: string; platform: string; arch: string; cpus: number };
@@ -105,10 +111,17 @@ export async function doctor(options: DoctorOptions = {}): Promise<DoctorReport>
     .find((p) => p.available && backends.find((b) => b.name === p.name)!.speedError === undefined);
   if (pick) backends.find((b) => b.name === pick.name)!.auto = true;
 
+  const ort = await probeOnnxRuntime();
+  // As loadClassifier's auto: ONNX Runtime unless tfjs gets a GPU or native TensorFlow.
+  const tfjsOnCpu = pick === undefined || pick.name === 'wasm' || pick.name === 'cpu';
   return {
     auto: pick?.name ?? null,
     autoOrder: order,
     backends,
+    predict: {
+      engine: ort.available && tfjsOnCpu ? 'onnx' : 'tfjs',
+      onnxRuntime: ort.available ? { available: true, version: ort.version } : { available: false, reason: ort.reason },
+    },
     speedProbe: options.speed === false ? null : { model: 'MobileNetV2', ...probe, seconds, weights: 'random' },
     system: { node: process.version, tfjs: tf.version.tfjs, platform: process.platform, arch: process.arch, cpus: os.availableParallelism() },
   };
@@ -206,6 +219,7 @@ export function formatDoctor(report: DoctorReport, width = 100): string {
           ' (choose another with --backend).'
       : 'auto finds no usable backend: tfjs looks broken; reinstall finetune.',
   );
+  lines.push(predictEngineLine(report));
   const byName = (n: BackendName) => report.backends.find((b) => b.name === n);
   for (const b of report.backends) {
     if (b.speedError !== undefined) lines.push(`${b.name}: ${b.speedError.split('\n')[0]}`);
@@ -239,6 +253,17 @@ export function formatDoctor(report: DoctorReport, width = 100): string {
   }
   const table = lines.indexOf('', 2); // the notes start after the table's blank line
   return lines.map((l, i) => (i > table ? wrap(l, width) : l)).join('\n') + '\n';
+}
+
+/** One line: whether ONNX Runtime is there and what `finetune predict` runs the model on. */
+function predictEngineLine(report: DoctorReport): string {
+  const ort = report.predict.onnxRuntime;
+  if (!ort.available) {
+    return `predict: ONNX Runtime not available (${ort.reason.replace(` (${ORT_INSTALL})`, '')}): predict and evaluate use tfjs on ${report.auto ?? 'no backend'}; \`${ORT_INSTALL}\` makes them faster on the CPU.`;
+  }
+  return report.predict.engine === 'onnx'
+    ? `predict: ONNX Runtime available (${ORT_PACKAGE} ${ort.version}): finetune predict and evaluate run models on it (--engine tfjs: on tfjs ${report.auto ?? ''}).`
+    : `predict: ONNX Runtime available (${ORT_PACKAGE} ${ort.version}), but predict and evaluate use tfjs on ${report.auto} (--engine onnx for ONNX Runtime).`;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { locateModel } from '../predict/classifier.js';
 import { evaluate, evaluationTable, writeEvaluation, type EvaluateSplit } from '../predict/evaluate.js';
-import { BACKEND_CHOICES, integerArg } from './predict.js';
+import { INFERENCE_ENGINES, type InferenceEngineRequest } from '../predict/onnx-engine.js';
+import { BACKEND_CHOICES, ENGINE_HELP, integerArg } from './predict.js';
 import { consoleReporter } from './progress.js';
 
 interface EvaluateFlags {
@@ -13,6 +14,7 @@ interface EvaluateFlags {
   tta?: boolean;
   batchSize: number;
   backend: 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
+  engine: InferenceEngineRequest;
   quiet?: boolean;
   verbose?: boolean;
 }
@@ -38,7 +40,8 @@ export function evaluateCommand(setStatus: (status: number) => void): Command {
     .option('--top-k <k>', 'report top-1 … top-k accuracy (at most the number of classes)', integerArg('--top-k', 1), 5)
     .option('--tta', "test-time augmentation: average each image's prediction with its horizontal mirror's")
     .option('--batch-size <n>', 'images per model call', integerArg('--batch-size', 1), 32)
-    .addOption(new Option('--backend <name>', 'compute backend').choices(BACKEND_CHOICES).default('auto'))
+    .addOption(new Option('--engine <name>', ENGINE_HELP).choices(INFERENCE_ENGINES).default('auto'))
+    .addOption(new Option('--backend <name>', 'tfjs compute backend').choices(BACKEND_CHOICES).default('auto'))
     .option('-q, --quiet', 'print only warnings, errors and the results')
     .option('--verbose', 'print stack traces with errors')
     .showHelpAfterError('(run finetune evaluate --help for every option)')
@@ -55,12 +58,13 @@ export function evaluateCommand(setStatus: (status: number) => void): Command {
         tta: flags.tta ?? false,
         batchSize: flags.batchSize,
         backend: flags.backend,
+        engine: flags.engine,
         reporter,
       });
       const written = await writeEvaluation(result, flags.out);
       process.stdout.write(evaluationTable(result));
       process.stderr.write(
-        `finetune evaluate: ${result.files.length} images in ${result.seconds.toFixed(1)} s; wrote ` +
+        `finetune evaluate: ${result.files.length} images in ${result.seconds.toFixed(1)} s on ${result.inference.engine === 'onnx' ? 'ONNX Runtime' : 'tfjs'}; wrote ` +
           `${written.map((f) => path.relative(process.cwd(), f) || f).join(', ')} (${result.errors.length} misclassified)\n`,
       );
       setStatus(0);

@@ -5,11 +5,16 @@ import { loadClassifier } from '../predict/classifier.js';
 import { Formatter, kaggleId, OUTPUT_FORMATS, type OutputFormat } from '../predict/formats.js';
 import { parseShard, type InputFile } from '../predict/inputs.js';
 import { openOutputFile, partialPath, streamSink, type OpenedOutput, type OutputSink } from '../predict/output.js';
+import { INFERENCE_ENGINES, type InferenceEngineName, type InferenceEngineRequest } from '../predict/onnx-engine.js';
 import { checkPredictOptions, emptyPredictStats, predict, type PredictOptions, type PredictStats } from '../predict/predict.js';
 import type { SortMode } from '../predict/sort.js';
 import { consoleReporter } from './progress.js';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
+
+/** --engine's help, shared by predict and evaluate. */
+export const ENGINE_HELP =
+  'what runs the model: onnx (ONNX Runtime; needs `npm install onnxruntime-node`), tfjs (on --backend), or auto (onnx when installed and tfjs has no GPU or native TensorFlow)';
 
 /** Commander value parser for a number flag. */
 export const numberArg = (flag: string) => (value: string) => {
@@ -44,6 +49,7 @@ interface PredictFlags {
   resume?: boolean;
   batchSize: number;
   backend: 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
+  engine: InferenceEngineRequest;
   quiet?: boolean;
   verbose?: boolean;
 }
@@ -79,7 +85,8 @@ export function predictCommand(setStatus: (status: number) => void): Command {
     .option('--shard <i/n>', 'label only the i-th of n disjoint parts of the inputs (by a hash of each path)')
     .option('--resume', 'skip files already labelled in --output (from a finished or an interrupted run)')
     .option('--batch-size <n>', 'images per model call', integerArg('--batch-size', 1), 32)
-    .addOption(new Option('--backend <name>', 'compute backend').choices(BACKEND_CHOICES).default('auto'))
+    .addOption(new Option('--engine <name>', ENGINE_HELP).choices(INFERENCE_ENGINES).default('auto'))
+    .addOption(new Option('--backend <name>', 'tfjs compute backend').choices(BACKEND_CHOICES).default('auto'))
     .option('-q, --quiet', 'print only warnings, errors and the summary on stderr')
     .option('--verbose', 'print stack traces with errors')
     .showHelpAfterError('(run finetune predict --help for every option)')
@@ -115,13 +122,14 @@ async function runPredict(modelDir: string, inputs: string[], flags: PredictFlag
     reporter,
   };
   checkPredictOptions(options);
-  const classifier = await loadClassifier(modelDir, { backend: flags.backend, reporter });
+  const classifier = await loadClassifier(modelDir, { backend: flags.backend, engine: flags.engine, reporter });
   const stats = emptyPredictStats();
   const output = flags.output !== undefined ? path.resolve(flags.output) : undefined;
   try {
     checkPredictOptions(options, classifier.classes);
     reporter.info(
-      `model: ${classifier.location.runDir} (${classifier.classes.length} classes, ${classifier.size} px); backend: ${classifier.engine.detail}`,
+      `model: ${classifier.location.runDir} (${classifier.classes.length} classes, ${classifier.size} px); ` +
+        `engine: ${classifier.inference.detail} [${classifier.inference.reason}]`,
     );
     const formatter = new Formatter(flags.format, { classes: classifier.classes, topK: flags.topK ?? 0, probaOf: flags.probaOf });
     let opened: OpenedOutput | undefined;
@@ -167,7 +175,7 @@ async function runPredict(modelDir: string, inputs: string[], flags: PredictFlag
   } finally {
     classifier.dispose();
   }
-  process.stderr.write(summary(stats, flags, shard, output) + '\n');
+  process.stderr.write(summary(stats, flags, shard, output, classifier.inference.engine) + '\n');
   if (stats.found === 0) return 1;
   if (stats.failed > 0) return stats.labelled > 0 ? 3 : 1;
   return stats.sortFailed > 0 ? 3 : 0;
@@ -175,9 +183,15 @@ async function runPredict(modelDir: string, inputs: string[], flags: PredictFlag
 
 const files = (n: number) => `${n} file${n === 1 ? '' : 's'}`;
 
-function summary(s: PredictStats, flags: PredictFlags, shard: { index: number; count: number } | undefined, output: string | undefined): string {
+function summary(
+  s: PredictStats,
+  flags: PredictFlags,
+  shard: { index: number; count: number } | undefined,
+  output: string | undefined,
+  engine: InferenceEngineName,
+): string {
   const lines: string[] = [];
-  const rate = s.seconds > 0 ? `, ${((s.labelled + s.failed) / s.seconds).toFixed(1)} images/s` : '';
+  const rate = s.seconds > 0 ? `, ${((s.labelled + s.failed) / s.seconds).toFixed(1)} images/s on ${engine === 'onnx' ? 'ONNX Runtime' : 'tfjs'}` : '';
   lines.push(`finetune predict: labelled ${files(s.labelled)} in ${s.seconds.toFixed(1)} s${rate}`);
   if (s.unknown > 0) lines.push(`  ${s.unknown} of them under --threshold ${flags.threshold}: labelled ${flags.unknownLabel}`);
   if (s.failed > 0) {

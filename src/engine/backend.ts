@@ -328,6 +328,17 @@ async function probeTensorflow(): Promise<Probe> {
   };
 }
 
+/**
+ * The package of a backend `auto` might prefer to WASM (native TensorFlow; WebGPU where a GPU
+ * device shows), or undefined: then `auto` surely lands on wasm. Cheap: it loads nothing.
+ */
+export function fasterBackendInstalled(): string | undefined {
+  const tensorflow = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'].find(isInstalled);
+  if (tensorflow) return tensorflow;
+  const gpuDevice = process.platform !== 'linux' || linuxHasGpuDevice();
+  return gpuDevice && isInstalled('webgpu') && isInstalled('@tensorflow/tfjs-backend-webgpu') ? 'webgpu' : undefined;
+}
+
 /** Linux exposes every GPU a process can use as a device node; none means no GPU at all. */
 function linuxHasGpuDevice(): boolean {
   if (existsSync('/dev/dxg')) return true; // WSL2

@@ -7,6 +7,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { BackendRequest } from '../engine/backend.js';
+import type { InferenceEngineRequest } from './onnx-engine.js';
 import { compareCodePoints, VALIDATION_FOLDER_NAMES } from '../data/layout.js';
 import { FinetuneError, UsageError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -15,7 +16,7 @@ import { relativeName, writeJson } from '../io/run-outputs.js';
 import { silentReporter, type Reporter } from '../reporter.js';
 import { writeRunReport } from '../report/index.js';
 import { argmax, classificationMetrics, type ClassificationMetrics } from '../train/metrics.js';
-import { Classifier, loadClassifier } from './classifier.js';
+import { Classifier, loadClassifier, type InferenceInfo } from './classifier.js';
 import { ImageDecoder } from './decoder.js';
 import { emptyExpandStats, expandInputs, type InputFile } from './inputs.js';
 import { decodedBatches } from './predict.js';
@@ -36,6 +37,8 @@ export interface EvaluateOptions {
   topK?: number;
   /** Compute backend when `model` is a folder (default 'auto'). */
   backend?: BackendRequest;
+  /** Inference engine when `model` is a folder (default 'auto': ONNX Runtime when installed; see LoadClassifierOptions). */
+  engine?: InferenceEngineRequest;
   reporter?: Reporter;
 }
 
@@ -80,6 +83,8 @@ export interface EvaluationResult {
   /** The misclassified files, highest loss first. */
   errors: ScoredFile[];
   tta: boolean;
+  /** What ran the model (tfjs or ONNX Runtime) and why. */
+  inference: InferenceInfo;
   seconds: number;
 }
 
@@ -96,7 +101,7 @@ export async function evaluate(model: string | Classifier, labelledDir: string, 
   if (options.split !== undefined && !['train', 'valid', 'test'].includes(options.split)) {
     throw new UsageError(`--split ${String(options.split)} is not valid: use valid, test or train.`);
   }
-  const classifier = typeof model === 'string' ? await loadClassifier(model, { backend: options.backend, reporter }) : model;
+  const classifier = typeof model === 'string' ? await loadClassifier(model, { backend: options.backend, engine: options.engine, reporter }) : model;
   try {
     const classes = [...classifier.classes];
     const topK = Math.min(options.topK ?? 5, classes.length);
@@ -202,6 +207,7 @@ export async function evaluate(model: string | Classifier, labelledDir: string, 
       files,
       errors,
       tta: options.tta ?? false,
+      inference: classifier.inference,
       seconds: (performance.now() - started) / 1000,
     };
   } finally {
@@ -294,6 +300,7 @@ export async function writeEvaluation(result: EvaluationResult, outDir: string):
     data: result.data,
     split: result.split ?? null,
     tta: result.tta,
+    engine: { name: result.inference.engine, detail: result.inference.detail, reason: result.inference.reason },
     classes: result.classes,
     samples: metrics.samples,
     accuracy: metrics.accuracy,

@@ -9,6 +9,7 @@
  */
 import os from 'node:os';
 import type { BackendRequest } from '../engine/backend.js';
+import type { InferenceEngineRequest } from './onnx-engine.js';
 import { UsageError } from '../errors.js';
 import { silentReporter, type Reporter } from '../reporter.js';
 import { Classifier, loadClassifier } from './classifier.js';
@@ -29,6 +30,8 @@ export interface PredictOptions {
   unknownLabel?: string;
   /** Compute backend when `model` is a folder (default 'auto'). */
   backend?: BackendRequest;
+  /** Inference engine when `model` is a folder (default 'auto': ONNX Runtime when installed; see LoadClassifierOptions). */
+  engine?: InferenceEngineRequest;
   /** Label only this part of the inputs: `{ index: 2, count: 4 }` or "2/4". */
   shard?: Shard | string;
   /** Leave out inputs this returns true for (e.g. files an earlier run labelled: --resume). */
@@ -143,7 +146,7 @@ export async function* predict(model: string | Classifier, inputs: PredictInputs
   checkPredictOptions(options);
   const sorter = options.sortInto ? new Sorter(options.sortInto) : undefined;
 
-  const classifier = typeof model === 'string' ? await loadClassifier(model, { backend: options.backend, reporter }) : model;
+  const classifier = typeof model === 'string' ? await loadClassifier(model, { backend: options.backend, engine: options.engine, reporter }) : model;
   const decoder = new ImageDecoder(classifier.size, classifier.resize);
   try {
     const classes = classifier.classes;
