@@ -334,8 +334,9 @@ async function frozenLayersDigest(model: tf.LayersModel, boundary: number): Prom
   const hash = createHash('sha256');
   for (const layer of model.layers.slice(0, boundary + 1)) {
     hash.update(JSON.stringify([layer.name, layer.getClassName(), layer.getConfig()]));
-    for (const weight of layer.weights) {
-      hash.update(`${weight.name} ${JSON.stringify(weight.shape)}`);
+    // Not the variables' names: tfjs adds a suffix to a name already used in the process.
+    for (const [i, weight] of layer.weights.entries()) {
+      hash.update(`weight ${i} ${JSON.stringify(weight.shape)}`);
       const values = await weight.read().data();
       hash.update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
     }
