@@ -27,6 +27,7 @@ import {
   type AccuracyRun,
   type Recipe,
 } from './accuracy.js';
+import { benchCache, formatCacheBench } from './cache.js';
 import { countsJobSpecs, type CountsResult } from './counts.js';
 import { benchDecode } from './decode.js';
 import { killActiveJob, repoRoot, runJob } from './jobs.js';
@@ -35,7 +36,7 @@ import { modelLabel, stepDescription, type ModelConfig, type SpeedKind, type Spe
 import { formatTable, machineInfo, tableRows, versions, type BackendReport, type BenchReport } from './report.js';
 import { resolveStagedData, type StagedOptions, type StagedResult } from './staged.js';
 
-const MEASUREMENTS = ['decode', 'forward', 'train', 'staged', 'accuracy', 'counts'] as const;
+const MEASUREMENTS = ['decode', 'forward', 'train', 'staged', 'accuracy', 'counts', 'cache'] as const;
 type Measurement = (typeof MEASUREMENTS)[number];
 /** What runs with no --only: accuracy takes minutes per configuration, so it is asked for by name. */
 const DEFAULT_MEASUREMENTS: Measurement[] = ['decode', 'forward', 'train', 'staged'];
@@ -45,7 +46,7 @@ const DEFAULT_MEASUREMENTS: Measurement[] = ['decode', 'forward', 'train', 'stag
  * longest of its kind takes on 2 idle cores (VGG16's forward measurement, ~60 s; α=1.0 accuracy, ~2.5
  * min), which leaves room for a busy machine (4× slower at load 10 on 2 cores) and none for a runaway.
  */
-const TIME_LIMIT = { speed: 420, staged: 420, accuracy: 900, counts: 1200 } as const;
+const TIME_LIMIT = { speed: 420, staged: 420, accuracy: 900, counts: 1200, cache: 1200 } as const;
 /** VGG16's training step is measured at this size by default: at 224 px, batch 32, one step takes over 12 minutes on 2 CPU cores. */
 const VGG16_TRAIN_SIZE = 112;
 const DEFAULT_BATCH = { forward: 32, train: { mobilenetv2: 16, vgg16: 8 } } as const;
@@ -479,6 +480,29 @@ export async function main(argv: string[]): Promise<number> {
         else b.stagedError = out.error ?? 'no result';
       }
       if (only.has('accuracy')) b.accuracy = await accuracy(backend, w.accuracy, sharedDir, timeLimit('accuracy'), b);
+      if (only.has('cache')) {
+        // Hymenoptera with the shared α=0.35 weights, --augment-copies 4, fineTune's defaults otherwise;
+        // --quick (or without ../shared): fixtures/shapes at 64 px, 2 + 1 epochs (random weights without ../shared).
+        const hymenoptera = path.join(sharedDir, 'datasets/hymenoptera_data');
+        const tm = path.join(sharedDir, 'weights/teachable-machine-mobilenet_v2_0.35_224');
+        const full = !flags.quick && existsSync(hymenoptera) && existsSync(tm);
+        try {
+          b.cache = await benchCache(
+            {
+              backend,
+              data: full ? hymenoptera : path.join(repoRoot, 'fixtures/shapes'),
+              weights: existsSync(tm) ? tm : 'none',
+              alpha: 0.35,
+              augmentCopies: 4,
+              ...(full ? {} : { imageSize: 64, epochs: 2, fineTuneEpochs: 1 }),
+              timeLimitSeconds: timeLimit('cache'),
+            },
+            log,
+          );
+        } catch (error) {
+          b.cacheError = (error as Error).message;
+        }
+      }
       if (only.has('counts') && backend !== 'webgpu') b.notes.push('counts: GPU dispatches are counted on webgpu only');
       if (only.has('counts') && backend === 'webgpu') {
         for (const spec of countsJobSpecs(flags.quick, flags.countsSizes)) {
@@ -513,6 +537,10 @@ export async function main(argv: string[]): Promise<number> {
     );
   }
   for (const e of countsErrors) console.log(`counts failed: ${e}`);
+  for (const b of report.backends) {
+    if (b.cache) console.log(formatCacheBench(b.name, b.cache) + '\n');
+    if (b.cacheError) console.log(`cache (${b.name}) failed: ${b.cacheError}\n`);
+  }
   if (results.length > 0) console.log(`counts notes: ${[...new Set(results.flatMap((r) => r.notes))].join('; ')}\n`);
   console.log(`written: ${path.relative(process.cwd(), out) || out} (${report.seconds} s in all)`);
   if (!only.has('accuracy')) {
@@ -521,7 +549,7 @@ export async function main(argv: string[]): Promise<number> {
 
   const failed =
     report.backends.some(
-      (b) => b.stagedError || [...b.forward, ...b.train].some((r) => r.error) || (b.accuracy ?? []).some((c) => c.failures.length > 0),
+      (b) => b.stagedError || b.cacheError || [...b.forward, ...b.train].some((r) => r.error) || (b.accuracy ?? []).some((c) => c.failures.length > 0),
     ) ||
     (report.backends.length === 0 && !report.decode) ||
     countsErrors.length > 0;
