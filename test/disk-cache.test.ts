@@ -17,9 +17,11 @@ import { MemoryPixelStore } from '../src/data/pixel-store.js';
 import { Rng } from '../src/data/rng.js';
 import type { AugmentLevel } from '../src/data/types.js';
 import { initEngine } from '../src/engine/backend.js';
-import { fineTune } from '../src/finetune.js';
+import { buildProgram } from '../src/cli/main.js';
+import { fineTune, type FineTuneOptions } from '../src/finetune.js';
 import { ActivationCache } from '../src/train/activation-cache.js';
 import { SplitModel, splittableAfter } from '../src/train/graph.js';
+import { runCli } from './helpers/run-cli.js';
 import { repoRoot, needShared, sharedPath, TM_WEIGHTS } from './helpers/shared.js';
 
 let dir: string;
@@ -301,5 +303,43 @@ describe('fineTune through the cache (α=0.35 weights from ../shared)', () => {
       if (saved === undefined) delete process.env.FINETUNE_CACHE_DIR;
       else process.env.FINETUNE_CACHE_DIR = saved;
     }
+  });
+});
+
+describe('the command line', () => {
+  const cli = (args: string[], cacheDir: string) =>
+    runCli(process.execPath, [path.join(repoRoot, 'bin/finetune.js'), ...args], { cwd: repoRoot, env: { FINETUNE_CACHE_DIR: cacheDir } });
+
+  it('finetune cache shows the folder, entries per kind and the cap (FINETUNE_DISK_CACHE_MB); --clear empties it', async () => {
+    const cacheDir = path.join(dir, 'cli-cache');
+    const cache = new DiskCache({ dir: cacheDir });
+    await cache.put('pixels', 'a', new Uint8Array(2048));
+    await cache.put('frozen', 'b', new Uint8Array(1024));
+    const text = await runCli(process.execPath, [path.join(repoRoot, 'bin/finetune.js'), 'cache'], {
+      env: { FINETUNE_CACHE_DIR: cacheDir, FINETUNE_DISK_CACHE_MB: '512' },
+    });
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stdout).toContain(`cache: ${cacheDir}`);
+    expect(text.stdout).toMatch(/2 entries, 0\.0 MiB of the 512\.0 MiB cap/);
+    expect(text.stdout).toMatch(/decoded images: 1 entries/);
+    expect(text.stdout).toMatch(/frozen-layer outputs: 1 entries/);
+    const json = JSON.parse((await cli(['cache', '--json'], cacheDir)).stdout);
+    expect(json).toMatchObject({ dir: cacheDir, entries: 2, kinds: { pixels: { entries: 1 }, frozen: { entries: 1 } } });
+    expect(json.bytes).toBeGreaterThan(3072);
+    const cleared = await cli(['cache', '--clear'], cacheDir);
+    expect(cleared.stdout).toMatch(/removed 2 entries/);
+    expect(JSON.parse((await cli(['cache', '--json'], cacheDir)).stdout)).toMatchObject({ entries: 0, bytes: 0 });
+  });
+
+  it('--no-cache and --disk-cache-mb reach fineTune; a negative cap is a usage error (exit status 2) before any work', async () => {
+    const seen: FineTuneOptions[] = [];
+    await buildProgram(async (o) => void seen.push(o)).parseAsync(['node', 'finetune', 'data', '--no-cache', '--disk-cache-mb', '100']);
+    await buildProgram(async (o) => void seen.push(o)).parseAsync(['node', 'finetune', 'data']);
+    expect(seen[0]).toMatchObject({ cache: false, diskCacheMb: 100 });
+    expect(seen[1]).toMatchObject({ cache: true });
+    expect(seen[1]!.diskCacheMb).toBeUndefined();
+    const bad = await cli([path.join(repoRoot, 'fixtures/shapes'), '--disk-cache-mb', '-1', '--out', path.join(dir, 'never')], path.join(dir, 'cli-bad'));
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--disk-cache-mb -1 is not valid/);
   });
 });
