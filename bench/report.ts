@@ -37,8 +37,8 @@ export interface BackendReport {
   stagedError?: string;
   /** `--only accuracy`: one entry per alpha × recipe. */
   accuracy?: AccuracyConfig[];
-  /** `--only cache`: the same run cold and warm (bench/cache.ts). */
-  cache?: CacheBenchResult;
+  /** `--only cache`: the same run cold and warm (bench/cache.ts), per alpha. */
+  cache?: CacheBenchResult[];
   cacheError?: string;
 }
 

@@ -127,7 +127,7 @@ function parseFlags(argv: string[]): Flags {
     .option('--staged-weights <w>', "shared (../shared Teachable Machine MobileNetV2 0.35 when present), none, or a weights path", 'shared')
     .option('--head-epochs <n>', 'staged stage 1 epochs', wholeNumber, 10)
     .option('--fine-tune-epochs <n>', 'staged stage 2 epochs', wholeOrZero, 5)
-    .option('--alphas <list>', 'accuracy: MobileNetV2 widths, e.g. 0.35,1 (default 0.35)', numberList((n) => n > 0, 'widths, e.g. 0.35,1'))
+    .option('--alphas <list>', 'accuracy and cache: MobileNetV2 widths, e.g. 0.35,1 (default 0.35)', numberList((n) => n > 0, 'widths, e.g. 0.35,1'))
     .option('--seeds <list>', 'accuracy: one fineTune run per seed (default 1,2,3; quick 1,2)', numberList((n) => Number.isInteger(n) && n >= 0, 'whole numbers ≥ 0'))
     .option(
       '--recipe <options>',
@@ -481,24 +481,29 @@ export async function main(argv: string[]): Promise<number> {
       }
       if (only.has('accuracy')) b.accuracy = await accuracy(backend, w.accuracy, sharedDir, timeLimit('accuracy'), b);
       if (only.has('cache')) {
-        // Hymenoptera with the shared α=0.35 weights, --augment-copies 4, fineTune's defaults otherwise;
-        // --quick (or without ../shared): fixtures/shapes at 64 px, 2 + 1 epochs (random weights without ../shared).
+        // Hymenoptera with the shared weights of each --alphas width (default 0.35), --augment-copies 4,
+        // fineTune's defaults otherwise; --quick (or without ../shared): fixtures/shapes at 64 px, 2 + 1 epochs.
         const hymenoptera = path.join(sharedDir, 'datasets/hymenoptera_data');
-        const tm = path.join(sharedDir, 'weights/teachable-machine-mobilenet_v2_0.35_224');
-        const full = !flags.quick && existsSync(hymenoptera) && existsSync(tm);
         try {
-          b.cache = await benchCache(
-            {
-              backend,
-              data: full ? hymenoptera : path.join(repoRoot, 'fixtures/shapes'),
-              weights: existsSync(tm) ? tm : 'none',
-              alpha: 0.35,
-              augmentCopies: 4,
-              ...(full ? {} : { imageSize: 64, epochs: 2, fineTuneEpochs: 1 }),
-              timeLimitSeconds: timeLimit('cache'),
-            },
-            log,
-          );
+          b.cache = [];
+          for (const alpha of (flags.alphas as number[] | undefined) ?? [0.35]) {
+            const weights = sharedWeightsFor(alpha, sharedDir);
+            const full = !flags.quick && existsSync(hymenoptera) && weights !== undefined;
+            b.cache.push(
+              await benchCache(
+                {
+                  backend,
+                  data: full ? hymenoptera : path.join(repoRoot, 'fixtures/shapes'),
+                  weights: weights ?? 'none',
+                  alpha,
+                  augmentCopies: 4,
+                  ...(full ? {} : { imageSize: 64, epochs: 2, fineTuneEpochs: 1 }),
+                  timeLimitSeconds: timeLimit('cache'),
+                },
+                log,
+              ),
+            );
+          }
         } catch (error) {
           b.cacheError = (error as Error).message;
         }
@@ -538,7 +543,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   for (const e of countsErrors) console.log(`counts failed: ${e}`);
   for (const b of report.backends) {
-    if (b.cache) console.log(formatCacheBench(b.name, b.cache) + '\n');
+    for (const r of b.cache ?? []) console.log(formatCacheBench(b.name, r) + '\n');
     if (b.cacheError) console.log(`cache (${b.name}) failed: ${b.cacheError}\n`);
   }
   if (results.length > 0) console.log(`counts notes: ${[...new Set(results.flatMap((r) => r.notes))].join('; ')}\n`);
