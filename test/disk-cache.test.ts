@@ -191,6 +191,7 @@ describe('frozen outputs: keyed by pixels, weights, backbone, split, preprocessi
     const tensor = (await cache.outputs(options.images ?? set, split, options.copies ?? 0))!;
     const values = (await tensor.data()) as Float32Array;
     cache.dispose();
+    split.dispose();
     return { values, hits: cache.persisted.hits, rows: cache.persisted.rows };
   }
 
@@ -198,8 +199,10 @@ describe('frozen outputs: keyed by pixels, weights, backbone, split, preprocessi
     const mobile = backbone('mobilenetv2');
     const first = await frozen(mobile);
     expect(first).toMatchObject({ hits: 0, rows: 6 });
+    const tensors = tf.memory().numTensors;
     const again = await frozen(mobile);
     expect(again).toMatchObject({ hits: 6, rows: 6 });
+    expect(tf.memory().numTensors).toBe(tensors); // nothing left behind by a run through the cache
     expect(Buffer.from(again.values.buffer).equals(Buffer.from(first.values.buffer))).toBe(true);
 
     expect((await frozen(backbone('mobilenetv2', 0.35, 2))).hits).toBe(0); // other weights
@@ -226,8 +229,10 @@ describe('frozen outputs: keyed by pixels, weights, backbone, split, preprocessi
 
   it('augmented copies: the same seed and level hit with identical values, also for a subset; another seed or level misses', async () => {
     const mobile = backbone('mobilenetv2', 0.35, 4);
+    const tensors = tf.memory().numTensors;
     const cold = await frozen(mobile, { copies: 2 });
     expect(cold).toMatchObject({ hits: 0, rows: 12 });
+    expect(tf.memory().numTensors).toBe(tensors);
     const warm = await frozen(mobile, { copies: 2 });
     expect(warm).toMatchObject({ hits: 12, rows: 12 });
     expect(Buffer.from(warm.values.buffer).equals(Buffer.from(cold.values.buffer))).toBe(true);
