@@ -1,4 +1,5 @@
 /** The benchmark's JSON document, the machine it describes, and the console table. */
+import type { CacheBenchResult } from './cache.js';
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -37,6 +38,9 @@ export interface BackendReport {
   stagedError?: string;
   /** `--only accuracy`: one entry per alpha × recipe. */
   accuracy?: AccuracyConfig[];
+  /** `--only cache`: the same run cold and warm (bench/cache.ts), per alpha. */
+  cache?: CacheBenchResult[];
+  cacheError?: string;
 }
 
 export interface BenchReport {

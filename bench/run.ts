@@ -27,6 +27,7 @@ import {
   type AccuracyRun,
   type Recipe,
 } from './accuracy.js';
+import { benchCache, formatCacheBench } from './cache.js';
 import { countsJobSpecs, type CountsResult } from './counts.js';
 import { benchDecode } from './decode.js';
 import { killActiveJob, repoRoot, runJob } from './jobs.js';
@@ -36,7 +37,7 @@ import { formatTable, machineInfo, tableRows, versions, type BackendReport, type
 import { benchPredictEngines, formatPredictEngines, type PredictEngineRun } from './predict-engines.js';
 import { resolveStagedData, type StagedOptions, type StagedResult } from './staged.js';
 
-const MEASUREMENTS = ['decode', 'forward', 'train', 'staged', 'accuracy', 'counts', 'predict-engines'] as const;
+const MEASUREMENTS = ['decode', 'forward', 'train', 'staged', 'accuracy', 'counts', 'predict-engines', 'cache'] as const;
 type Measurement = (typeof MEASUREMENTS)[number];
 /** What runs with no --only: accuracy takes minutes per configuration, so it is asked for by name. */
 const DEFAULT_MEASUREMENTS: Measurement[] = ['decode', 'forward', 'train', 'staged'];
@@ -46,7 +47,7 @@ const DEFAULT_MEASUREMENTS: Measurement[] = ['decode', 'forward', 'train', 'stag
  * longest of its kind takes on 2 idle cores (VGG16's forward measurement, ~60 s; α=1.0 accuracy, ~2.5
  * min), which leaves room for a busy machine (4× slower at load 10 on 2 cores) and none for a runaway.
  */
-const TIME_LIMIT = { speed: 420, staged: 420, accuracy: 900, counts: 1200 } as const;
+const TIME_LIMIT = { speed: 420, staged: 420, accuracy: 900, counts: 1200, cache: 1200 } as const;
 /** VGG16's training step is measured at this size by default: at 224 px, batch 32, one step takes over 12 minutes on 2 CPU cores. */
 const VGG16_TRAIN_SIZE = 112;
 const DEFAULT_BATCH = { forward: 32, train: { mobilenetv2: 16, vgg16: 8 } } as const;
@@ -130,7 +131,7 @@ function parseFlags(argv: string[]): Flags {
     .option('--staged-weights <w>', "shared (../shared Teachable Machine MobileNetV2 0.35 when present), none, or a weights path", 'shared')
     .option('--head-epochs <n>', 'staged stage 1 epochs', wholeNumber, 10)
     .option('--fine-tune-epochs <n>', 'staged stage 2 epochs', wholeOrZero, 5)
-    .option('--alphas <list>', 'accuracy: MobileNetV2 widths, e.g. 0.35,1 (default 0.35)', numberList((n) => n > 0, 'widths, e.g. 0.35,1'))
+    .option('--alphas <list>', 'accuracy and cache: MobileNetV2 widths, e.g. 0.35,1 (default 0.35)', numberList((n) => n > 0, 'widths, e.g. 0.35,1'))
     .option('--seeds <list>', 'accuracy: one fineTune run per seed (default 1,2,3; quick 1,2)', numberList((n) => Number.isInteger(n) && n >= 0, 'whole numbers ≥ 0'))
     .option(
       '--recipe <options>',
@@ -496,6 +497,34 @@ export async function main(argv: string[]): Promise<number> {
         else b.stagedError = out.error ?? 'no result';
       }
       if (only.has('accuracy')) b.accuracy = await accuracy(backend, w.accuracy, sharedDir, timeLimit('accuracy'), b);
+      if (only.has('cache')) {
+        // Hymenoptera with the shared weights of each --alphas width (default 0.35), --augment-copies 4,
+        // fineTune's defaults otherwise; --quick (or without ../shared): fixtures/shapes at 64 px, 2 + 1 epochs.
+        const hymenoptera = path.join(sharedDir, 'datasets/hymenoptera_data');
+        try {
+          b.cache = [];
+          for (const alpha of (flags.alphas as number[] | undefined) ?? [0.35]) {
+            const weights = sharedWeightsFor(alpha, sharedDir);
+            const full = !flags.quick && existsSync(hymenoptera) && weights !== undefined;
+            b.cache.push(
+              await benchCache(
+                {
+                  backend,
+                  data: full ? hymenoptera : path.join(repoRoot, 'fixtures/shapes'),
+                  weights: weights ?? 'none',
+                  alpha,
+                  augmentCopies: 4,
+                  ...(full ? {} : { imageSize: 64, epochs: 2, fineTuneEpochs: 1 }),
+                  timeLimitSeconds: timeLimit('cache'),
+                },
+                log,
+              ),
+            );
+          }
+        } catch (error) {
+          b.cacheError = (error as Error).message;
+        }
+      }
       if (only.has('counts') && backend !== 'webgpu') b.notes.push('counts: GPU dispatches are counted on webgpu only');
       if (only.has('counts') && backend === 'webgpu') {
         for (const spec of countsJobSpecs(flags.quick, flags.countsSizes)) {
@@ -531,6 +560,10 @@ export async function main(argv: string[]): Promise<number> {
     );
   }
   for (const e of countsErrors) console.log(`counts failed: ${e}`);
+  for (const b of report.backends) {
+    for (const r of b.cache ?? []) console.log(formatCacheBench(b.name, r) + '\n');
+    if (b.cacheError) console.log(`cache (${b.name}) failed: ${b.cacheError}\n`);
+  }
   if (results.length > 0) console.log(`counts notes: ${[...new Set(results.flatMap((r) => r.notes))].join('; ')}\n`);
   console.log(`written: ${path.relative(process.cwd(), out) || out} (${report.seconds} s in all)`);
   if (!only.has('accuracy')) {
@@ -539,7 +572,7 @@ export async function main(argv: string[]): Promise<number> {
 
   const failed =
     report.backends.some(
-      (b) => b.stagedError || [...b.forward, ...b.train].some((r) => r.error) || (b.accuracy ?? []).some((c) => c.failures.length > 0),
+      (b) => b.stagedError || b.cacheError || [...b.forward, ...b.train].some((r) => r.error) || (b.accuracy ?? []).some((c) => c.failures.length > 0),
     ) ||
     (report.backends.length === 0 && !report.decode && !report.predictEngines) ||
     countsErrors.length > 0;

@@ -13,6 +13,7 @@ import { storeImages } from './data/pixel-store.js';
 import { discoverLayout } from './data/layout.js';
 import type { AugmentLevel, DatasetLayout, ResizeMode } from './data/types.js';
 import { exactCrossSplitDuplicates } from './check/exact.js';
+import { defaultDiskCacheMb, DiskCache } from './cache/disk-cache.js';
 import { DEFAULTS } from './defaults.js';
 import { initEngine, type BackendRequest, type EngineInfo } from './engine/backend.js';
 import { FinetuneError, InterruptedError, UsageError } from './errors.js';
@@ -82,6 +83,13 @@ export interface FineTuneOptions {
   trainBatchNorm?: boolean;
   /** Memory for decoded images in MiB; past it they are kept in a temporary file (default 4096). */
   cacheMb?: number;
+  /**
+   * The persistent cache between runs in `$FINETUNE_HOME/cache` (decoded images, frozen-layer
+   * outputs): false bypasses it (neither read nor written). Default true.
+   */
+  cache?: boolean;
+  /** Size cap of that cache in MiB; least recently used entries go past it (default FINETUNE_DISK_CACHE_MB, else 4096). */
+  diskCacheMb?: number;
   /** Early-stopping patience in epochs (per stage). */
   patience?: number;
   classWeight?: 'auto' | 'none';
@@ -117,7 +125,9 @@ export interface FineTuneOptions {
 }
 
 /** The options after defaults, as recorded in finetune.json. */
-export type ResolvedOptions = Required<Omit<FineTuneOptions, 'reporter' | 'callbacks' | 'unfreezeFrom' | 'resume' | 'signal' | 'failBatchesAbove' | 'export'>> & {
+export type ResolvedOptions = Required<
+  Omit<FineTuneOptions, 'reporter' | 'callbacks' | 'unfreezeFrom' | 'resume' | 'signal' | 'failBatchesAbove' | 'export' | 'cache' | 'diskCacheMb'>
+> & {
   unfreezeFrom?: string;
 };
 
@@ -154,6 +164,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const spec = getBackbone(options.backbone ?? DEFAULTS.backbone);
   const opts = resolveOptions(options, spec);
   const exports = (options.export ?? []).map(exportFormat); // an unknown format fails now, not after training
+  const diskCache = openDiskCache(options);
   const dataRoot = path.resolve(opts.data);
   const out = path.resolve(opts.out);
   const files = (name: string) => path.join(out, name);
@@ -176,7 +187,8 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     opts.fineTuneEpochs > 0 && !fromScratch ? (opts.unfreezeFrom !== undefined ? { fromLayer: opts.unfreezeFrom } : { blocks: opts.unfreeze }) : undefined;
   if (stage2) unfreezeLayers(backbone, blocks, stage2); // a split that cannot work fails now, not after stage 1
   const weightsSource = await loadWeights(backbone, spec, opts, reporter);
-  const decodeTask = reporter.task('decoding', layout.train.length + layout.valid.length + layout.test.length + (layout.testLabelled?.length ?? 0), 'images');
+  const toDecode = layout.train.length + layout.valid.length + layout.test.length + (layout.testLabelled?.length ?? 0);
+  const decodeTask = reporter.task('decoding', toDecode, 'images');
   const data = await loadImageData(layout, {
     size: opts.imageSize,
     resize: opts.resize,
@@ -184,7 +196,9 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     // first, as they save the most time; decoded images get the rest and spill to a file past it.
     cacheBytes: Math.max(0, opts.cacheMb * 1024 ** 2 - plannedActivationBytes(backbone, stage2 && unfreezeLayers(backbone, blocks, stage2), layout, opts)),
     onProgress: (done) => decodeTask.update(done),
+    ...(diskCache ? { diskCache } : {}),
   });
+  if (diskCache) reporter.info(`decoded images: ${data.fromCache} of ${toDecode} from the cache (${diskCache.dir})`);
   if (data.spilled > 0) {
     reporter.info(`${data.spilled} decoded images did not fit in --cache-mb ${opts.cacheMb} and are read from a temporary file`);
   }
@@ -247,6 +261,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     callbacks,
     checkpoint: { dir: files(RUN_FILES.checkpoint), run: { options: runIdentity(opts), fingerprint } },
     failBatchesAbove: options.failBatchesAbove ?? envNumber('FINETUNE_TEST_FAIL_BATCHES_ABOVE'),
+    ...(diskCache ? { diskCache } : {}),
   });
   if (checkpoint) {
     trainer.resumeFrom(checkpoint);
@@ -369,6 +384,8 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     }
     throw explainOutOfMemory(error, opts);
   } finally {
+    // Down to the size cap, least recently used first (this run's entries are the most recent).
+    await diskCache?.evict().catch(() => undefined);
     data.dispose();
     earlyStopping.disposeWeights();
     trainer.dispose();
@@ -404,6 +421,19 @@ async function checkSplits(layout: DatasetLayout, opts: ResolvedOptions, reporte
     );
   }
   return { crossSplitDuplicates, ...(imbalance !== undefined ? { imbalance } : {}) };
+}
+
+/** The persistent cache this run uses, or undefined with `cache: false`; a bad size cap is a usage error. */
+function openDiskCache(options: FineTuneOptions): DiskCache | undefined {
+  if (options.cache === false) return undefined;
+  let mb: number;
+  try {
+    mb = options.diskCacheMb ?? defaultDiskCacheMb();
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (!Number.isFinite(mb) || mb < 0) throw new UsageError(`--disk-cache-mb ${mb} is not valid: use a number of MiB ≥ 0 (0 keeps nothing)`);
+  return new DiskCache({ maxBytes: mb * 1024 ** 2 });
 }
 
 /** Applies defaults and checks every value, so a bad flag fails before any work (exit status 2). */

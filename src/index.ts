@@ -48,6 +48,8 @@ export { softmaxCrossEntropy } from './train/loss.js';
 export type { CrossEntropyOptions, Loss } from './train/loss.js';
 export { ActivationCache } from './train/activation-cache.js';
 export type { ActivationCacheOptions, TrainingActivations } from './train/activation-cache.js';
+export { DiskCache, defaultCacheDir } from './cache/disk-cache.js';
+export type { DiskCacheOptions, DiskCacheStats } from './cache/disk-cache.js';
 export { TrainableLayers, unfreezeLayers, validUnfreezeStarts } from './train/trainable.js';
 export { loadCheckpoint, saveCheckpoint } from './train/checkpoint.js';
 export type { CheckpointState, LoadedCheckpoint } from './train/checkpoint.js';

@@ -77,6 +77,23 @@ describe('npm run bench -- --quick', () => {
   });
 });
 
+describe('npm run bench -- --only cache', () => {
+  it('runs the same finetune command cold and warm: the warm run reads everything from the cache and saves the same weights', { timeout: 240_000 }, async () => {
+    const out = path.join(dir, 'cache.json');
+    const { code, stdout, stderr } = await run(['--quick', '--backends', 'wasm', '--only', 'cache', '--out', out]);
+    expect(code, stderr.slice(-2000)).toBe(0);
+    const report = JSON.parse(readFileSync(out, 'utf8')) as BenchReport;
+    const [result] = report.backends[0]!.cache!;
+    expect(result!.identicalWeights).toBe(true);
+    expect(result!.warm.cacheLines.length).toBeGreaterThanOrEqual(2);
+    for (const line of result!.warm.cacheLines) expect(line).toMatch(/: (\d+) of \1 from the cache/);
+    expect(result!.cold.cacheLines.some((l) => /decoded images: 0 of \d+ from the cache/.test(l))).toBe(true);
+    for (const run of [result!.cold, result!.warm]) expect(run.cpuSeconds).toBeGreaterThan(0);
+    expect(stdout).toMatch(/cache \(wasm\): .*--augment-copies 4/);
+    expect(stdout).toMatch(/weights byte-identical/);
+  });
+});
+
 describe('npm run bench -- --only accuracy', () => {
   it('runs fineTune once per seed and reports each run and the mean ± sd, in the table and the JSON', { timeout: 240_000 }, async () => {
     const out = path.join(dir, 'accuracy.json');

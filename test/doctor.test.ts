@@ -32,6 +32,8 @@ describe('finetune doctor (child process)', () => {
     expect(run.status, run.stderr).toBe(0);
     const report = JSON.parse(run.stdout) as DoctorReport;
     expect(report.backends.map((b) => b.name)).toEqual(['tensorflow', 'webgpu', 'wasm', 'cpu']);
+    // The cache between runs: the test's own temporary folder (test/setup-cache.ts), empty.
+    expect(report.cache).toMatchObject({ dir: process.env.FINETUNE_CACHE_DIR, entries: 0, bytes: 0 });
     for (const b of report.backends) {
       expect(b.detail.length, b.name).toBeGreaterThan(0);
       expect(['yes', 'if-asked', 'no'], b.name).toContain(b.usable);

@@ -2,6 +2,7 @@
  * `finetune doctor`: every compute backend, whether it can be used here and why not, which one
  * `auto` picks, and a short speed probe of each usable one.
  */
+import { DiskCache } from '../cache/disk-cache.js';
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { Command, InvalidArgumentError } from 'commander';
@@ -47,6 +48,8 @@ export interface DoctorReport {
   /** The probe settings, or null with --no-speed. */
   speedProbe: { model: 'MobileNetV2'; alpha: number; imageSize: number; batchSize: number; seconds: number; weights: 'random' } | null;
   system: { node: string; tfjs: string; platform: string; arch: string; cpus: number };
+  /** The cache kept between runs (`finetune cache`): where, how full; `error` when it cannot be read. */
+  cache: { dir: string; entries: number; bytes: number; maxBytes: number } | { error: string };
 }
 
 export interface DoctorOptions {
@@ -124,7 +127,17 @@ export async function doctor(options: DoctorOptions = {}): Promise<DoctorReport>
     },
     speedProbe: options.speed === false ? null : { model: 'MobileNetV2', ...probe, seconds, weights: 'random' },
     system: { node: process.version, tfjs: tf.version.tfjs, platform: process.platform, arch: process.arch, cpus: os.availableParallelism() },
+    cache: await cacheSummary(),
   };
+}
+
+async function cacheSummary(): Promise<DoctorReport['cache']> {
+  try {
+    const { dir, entries, bytes, maxBytes } = await new DiskCache().stats();
+    return { dir, entries, bytes, maxBytes };
+  } catch (error) {
+    return { error: (error as Error).message };
+  }
 }
 
 function usability(p: BackendProbe): Usability {
@@ -251,6 +264,12 @@ export function formatDoctor(report: DoctorReport, width = 100): string {
   } else {
     lines.push('speed: not measured (--no-speed).');
   }
+  const cache = report.cache;
+  lines.push(
+    'error' in cache
+      ? `cache: ${cache.error}`
+      : `cache: ${cache.dir}: ${cache.entries} entries, ${(cache.bytes / 1024 ** 2).toFixed(1)} of ${(cache.maxBytes / 1024 ** 2).toFixed(0)} MiB (finetune cache --clear empties it)`,
+  );
   const table = lines.indexOf('', 2); // the notes start after the table's blank line
   return lines.map((l, i) => (i > table ? wrap(l, width) : l)).join('\n') + '\n';
 }

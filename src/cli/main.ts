@@ -4,6 +4,7 @@ import { backbones } from '../backbones/registry.js';
 import { FinetuneError, UsageError } from '../errors.js';
 import { formatAccuracy } from '../train/metrics.js';
 import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
+import { cacheCommand } from './cache.js';
 import { checkCommand } from './check.js';
 import { doctorCommand } from './doctor.js';
 import { evaluateCommand } from './evaluate.js';
@@ -90,6 +91,8 @@ export function addTrainingOptions(command: Command): Command {
     .option('--fine-tune-lr <rate>', 'stage 2 learning rate (default: --lr / 10)', number('--fine-tune-lr'))
     .option('--train-bn', 'run unfrozen BatchNormalization layers in training mode (off: inference mode, as the Keras fine-tuning guide advises)')
     .option('--cache-mb <mib>', 'memory for decoded images; past it they go to a temporary file', number('--cache-mb'), DEFAULTS.cacheMb)
+    .option('--disk-cache-mb <mib>', 'size cap of the cache kept between runs in $FINETUNE_HOME/cache (default: FINETUNE_DISK_CACHE_MB, else 4096)', number('--disk-cache-mb'))
+    .option('--no-cache', 'neither read nor write the cache kept between runs (decoded images, frozen-layer outputs)')
     .option('--patience <n>', 'early stopping: epochs without validation-loss improvement (best weights restored)', integer('--patience'), DEFAULTS.patience)
     .option('--label-smoothing <e>', 'label smoothing ε for the loss: the target is 1 − ε on the label, ε/K on every class (0: none)', number('--label-smoothing'), DEFAULTS.labelSmoothing)
     .addOption(
@@ -176,7 +179,8 @@ export async function main(argv: string[] = process.argv): Promise<number> {
     .addCommand(exportCommand(setStatus))
     .addCommand(checkCommand(setStatus))
     .addCommand(sweepCommand({ addTrainingOptions, toFineTuneOptions, interruptOnSignals }))
-    .addCommand(doctorCommand());
+    .addCommand(doctorCommand())
+    .addCommand(cacheCommand());
   addRunsCommand(program);
   try {
     await program.parseAsync(argv);

@@ -18,8 +18,11 @@ export interface ImageSet {
 export interface BatchOptions {
   size: number;
   preprocessing: Preprocessing;
-  /** Training-time augmentation; omitted or 'none' for evaluation and prediction. */
-  augment?: { level: AugmentLevel; rng: Rng };
+  /**
+   * Training-time augmentation; omitted or 'none' for evaluation and prediction. `rng`: one stream
+   * for the batch, or a stream per image (given the image's index).
+   */
+  augment?: { level: AugmentLevel; rng: Rng | ((index: number) => Rng) };
 }
 
 /** Preprocesses (and optionally augments) the images at `indices` into one NHWC float32 batch. */
@@ -32,7 +35,10 @@ export function imageBatch(images: PixelStore, indices: ArrayLike<number>, optio
     if (pixels.length !== pixelsPerImage) {
       throw new Error(`image ${indices[i]} has ${pixels.length} bytes, expected ${pixelsPerImage} (${size}×${size}×3)`);
     }
-    if (augment && augment.level !== 'none') pixels = augmentImage(pixels, size, augment.level, augment.rng);
+    if (augment && augment.level !== 'none') {
+      const rng = typeof augment.rng === 'function' ? augment.rng(indices[i]!) : augment.rng;
+      pixels = augmentImage(pixels, size, augment.level, rng);
+    }
     preprocessInto(pixels, preprocessing, data, i * pixelsPerImage);
   }
   return tf.tensor4d(data, [indices.length, size, size, 3]);

@@ -1,3 +1,5 @@
+import { decodeAllCached, FileDigests } from '../cache/decode-cache.js';
+import type { DiskCache } from '../cache/disk-cache.js';
 import type { ImageSet } from './batches.js';
 import { decodeAll, type DecodeOptions } from './decode.js';
 import { SpillingPixelStore } from './pixel-store.js';
@@ -17,6 +19,8 @@ export interface ImageData {
   spilled: number;
   /** Bytes of decoded images held in memory (the rest are in the spill file). */
   memoryBytes: number;
+  /** How many images came decoded from the persistent cache (`diskCache`), not from sharp. */
+  fromCache: number;
   /** Deletes the spill file, if any. */
   dispose(): void;
 }
@@ -26,6 +30,8 @@ export interface LoadImageDataOptions extends DecodeOptions {
   cacheBytes?: number;
   /** Folder for that file (default: the OS temporary folder). */
   spillDir?: string;
+  /** The persistent cache between runs: decoded images found there are not decoded again, the others are stored. */
+  diskCache?: DiskCache;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -51,6 +57,8 @@ export async function loadImageData(layout: DatasetLayout, options: LoadImageDat
   const stores: SpillingPixelStore[] = [];
   const sets: ImageSet[] = [];
   let done = 0;
+  let fromCache = 0;
+  const digests = options.diskCache ? await FileDigests.load(options.diskCache.dir) : undefined;
   for (const split of splits) {
     // One budget shared by the splits, in order: train first, as it is read most.
     const store = new SpillingPixelStore(bytesPerImage, budget, options.spillDir);
@@ -59,10 +67,13 @@ export async function loadImageData(layout: DatasetLayout, options: LoadImageDat
     const paths: string[] = [];
     for (let start = 0; start < split.files.length; start += DECODE_CHUNK) {
       const chunk = split.files.slice(start, start + DECODE_CHUNK);
-      const { images, failures } = await decodeAll(
-        chunk.map((f) => f.path),
-        { ...options, onProgress: (n) => options.onProgress?.(done + n, total) },
-      );
+      const decodeOptions = { ...options, onProgress: (n: number) => options.onProgress?.(done + n, total) };
+      const chunkPaths = chunk.map((f) => f.path);
+      const { images, failures, fromCache: hits } =
+        options.diskCache && digests
+          ? await decodeAllCached(chunkPaths, decodeOptions, options.diskCache, digests)
+          : { ...(await decodeAll(chunkPaths, decodeOptions)), fromCache: 0 };
+      fromCache += hits;
       const reasons = new Map(failures.map((f) => [f.path, f.reason]));
       chunk.forEach((file, i) => {
         const pixels = images[i];
@@ -79,6 +90,7 @@ export async function loadImageData(layout: DatasetLayout, options: LoadImageDat
     budget = Math.max(0, budget - (store.length - store.spilledCount) * bytesPerImage);
     sets.push({ images: store, labels: Int32Array.from(labels), paths });
   }
+  await digests?.save();
   return {
     classes: layout.classes,
     train: sets[0]!,
@@ -88,6 +100,7 @@ export async function loadImageData(layout: DatasetLayout, options: LoadImageDat
     skipped,
     spilled: stores.reduce((n, s) => n + s.spilledCount, 0),
     memoryBytes: stores.reduce((n, s) => n + (s.length - s.spilledCount) * bytesPerImage, 0),
+    fromCache,
     dispose: () => stores.forEach((s) => s.close()),
   };
 }

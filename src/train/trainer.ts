@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Preprocessing } from '../backbones/preprocess.js';
+import type { DiskCache } from '../cache/disk-cache.js';
 import { batchRanges, imageBatch, type ImageSet } from '../data/batches.js';
 import { Rng } from '../data/rng.js';
 import type { AugmentLevel } from '../data/types.js';
@@ -43,6 +44,11 @@ export interface TrainerOptions extends TrainStepParts {
    * for epochs that cost only the trainable top.
    */
   augmentCopies?: number;
+  /**
+   * The persistent cache between runs (`$FINETUNE_HOME/cache`): the frozen layers' outputs per image
+   * are read from it and stored into it. Default: none.
+   */
+  diskCache?: DiskCache;
   /** Where the trainer says what its cache does, its memory plan, and batch-size changes. */
   log?: (message: string) => void;
   /**
@@ -72,8 +78,8 @@ export interface TrainerData {
   valid?: ImageSet;
 }
 
-type ResolvedTrainerOptions = Required<Omit<TrainerOptions, 'classWeights' | 'callbacks' | 'log' | 'checkpoint' | 'failBatchesAbove' | keyof TrainStepParts>> &
-  Pick<TrainerOptions, 'classWeights' | 'log' | 'checkpoint' | 'failBatchesAbove' | keyof TrainStepParts>;
+type ResolvedTrainerOptions = Required<Omit<TrainerOptions, 'classWeights' | 'callbacks' | 'log' | 'checkpoint' | 'failBatchesAbove' | 'diskCache' | keyof TrainStepParts>> &
+  Pick<TrainerOptions, 'classWeights' | 'log' | 'checkpoint' | 'failBatchesAbove' | 'diskCache' | keyof TrainStepParts>;
 
 /**
  * Trains a classifier (backbone + head from `attachHead`) on decoded images: owns the epoch loop,
@@ -130,6 +136,7 @@ export class Trainer {
       budgetBytes: this.options.cacheBytes,
       augment: this.options.augment,
       rng: this.rng,
+      ...(options.diskCache ? { disk: options.diskCache } : {}),
     });
   }
 
@@ -248,6 +255,7 @@ export class Trainer {
       }
       await this.each((cb) => cb.onStageBegin?.(ctx));
       if (at) this.restoreCallbackStates(this.resumed!.state.callbacks); // onStageBegin reset them
+      const persisted = { ...this.cache.persisted };
       for (let epoch = (at?.epoch ?? 0) + 1; epoch <= epochs && !ctx.stopTraining; epoch++) {
         ctx.epoch = epoch;
         const epochStarted = performance.now();
@@ -259,6 +267,8 @@ export class Trainer {
           row.valLoss = evaluation.loss;
           row.valAccuracy = evaluation.accuracy;
         }
+        // The first epoch has looked up everything this stage caches (training and validation).
+        if (epoch === (at?.epoch ?? 0) + 1) this.logPersisted(stage, persisted);
         row.seconds = (performance.now() - epochStarted) / 1000;
         rows.push(row);
         this.history.push(row);
@@ -302,7 +312,7 @@ export class Trainer {
     const epochRng = this.rng.fork(`stage${stage}-epoch${epoch}`);
     const order = epochRng.shuffle(Array.from({ length: train.images.length }, (_, i) => i));
     const augmentRng = epochRng.fork('augment');
-    const cache = this.cache.forTraining(train, split, stage, augmentCopies, this.options.log);
+    const cache = await this.cache.forTraining(train, split, stage, augmentCopies, this.options.log);
     const copyRng = epochRng.fork('copies');
     step.reset();
     // Loss and accuracy add up on the device and are read back at most every `readbackSeconds`
@@ -353,7 +363,7 @@ export class Trainer {
   private stepOn(
     indices: number[],
     dropoutSeed: number,
-    cache: ReturnType<ActivationCache['forTraining']>,
+    cache: Awaited<ReturnType<ActivationCache['forTraining']>>,
     copyRng: Rng,
     augment: AugmentLevel,
     augmentRng: Rng,
@@ -375,6 +385,14 @@ export class Trainer {
     } finally {
       tf.dispose([boundaryInput!, labels!]);
     }
+  }
+
+  /** Says how many frozen outputs the persistent cache had, of those looked up since `before`. */
+  private logPersisted(stage: number, before: { rows: number; hits: number }): void {
+    const rows = this.cache.persisted.rows - before.rows;
+    if (!this.options.diskCache || rows === 0) return;
+    const hits = this.cache.persisted.hits - before.hits;
+    this.options.log?.(`stage ${stage}: frozen outputs: ${hits} of ${rows} from the cache (${this.options.diskCache.dir})`);
   }
 
   /**
@@ -430,7 +448,7 @@ export class Trainer {
   /** Class probabilities (N × K, row-major) for decoded images, in inference mode. */
   async predictProbabilities(set: ImageSet): Promise<Float32Array> {
     const split = this.layers.split;
-    const cached = this.cache.outputs(set, split);
+    const cached = await this.cache.outputs(set, split);
     const k = this.model.outputs[0]!.shape[1]!;
     const out = new Float32Array(set.images.length * k);
     for (const indices of batchRanges(set.images.length, this.options.batchSize)) {

@@ -12,9 +12,14 @@ export interface CliRun {
  * worker: a spawnSync of a minute or more keeps vitest from hearing from the worker and it reports
  * "Timeout calling onTaskUpdate".
  */
-export function runCli(command: string, args: string[], options: { cwd?: string; timeout?: number; input?: string } = {}): Promise<CliRun> {
+export function runCli(
+  command: string,
+  args: string[],
+  options: { cwd?: string; timeout?: number; input?: string; env?: Record<string, string> } = {},
+): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd, timeout: options.timeout, stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const env = options.env ? { ...process.env, ...options.env } : undefined; // extra variables over the test's own
+    const child = spawn(command, args, { cwd: options.cwd, timeout: options.timeout, env, stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     child.stdin?.end(options.input);
     let stdout = '';
     let stderr = '';
