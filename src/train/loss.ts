@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { webgpuSoftmaxCrossEntropy } from '../engine/webgpu-loss.js';
 
 /**
  * A training loss: the mean over the batch, from the classifier's logits (N × K) and the labels
@@ -21,6 +22,8 @@ export function softmaxCrossEntropy(options: CrossEntropyOptions = {}): Loss {
   const { classWeights, labelSmoothing = 0 } = options;
   return (logits, labels) => {
     const k = logits.shape[1];
+    // One shader forward and one backward, where these ops take about 16 dispatches.
+    if (tf.getBackend() === 'webgpu') return webgpuSoftmaxCrossEntropy(logits, labels, tf.tensor1d(classWeights ?? new Array<number>(k).fill(1)), labelSmoothing);
     const oneHot = tf.oneHot(labels, k);
     const target = labelSmoothing > 0 ? tf.add(tf.mul(oneHot, 1 - labelSmoothing), labelSmoothing / k) : oneHot;
     const perSample = tf.neg(tf.sum(tf.mul(target, tf.logSoftmax(logits)), 1));
