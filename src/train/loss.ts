@@ -17,13 +17,26 @@ export interface CrossEntropyOptions {
   labelSmoothing?: number;
 }
 
-/** Softmax cross-entropy, optionally weighted per class (Keras's `class_weight`) and label-smoothed. */
+/**
+ * Softmax cross-entropy, optionally weighted per class (Keras's `class_weight`) and label-smoothed.
+ * On WebGPU one shader forward and one backward (src/engine/webgpu-loss.ts), where the tfjs ops of
+ * `opsSoftmaxCrossEntropy` take about 16 dispatches; elsewhere those ops.
+ */
 export function softmaxCrossEntropy(options: CrossEntropyOptions = {}): Loss {
+  const { classWeights, labelSmoothing = 0 } = options;
+  const ops = opsSoftmaxCrossEntropy(options);
+  return (logits, labels) => {
+    if (tf.getBackend() !== 'webgpu') return ops(logits, labels);
+    const weights = tf.tensor1d(classWeights ?? new Array<number>(logits.shape[1]).fill(1));
+    return webgpuSoftmaxCrossEntropy(logits, labels, weights, labelSmoothing);
+  };
+}
+
+/** The same loss as tfjs ops on every backend (the reference for the WebGPU shaders). */
+export function opsSoftmaxCrossEntropy(options: CrossEntropyOptions = {}): Loss {
   const { classWeights, labelSmoothing = 0 } = options;
   return (logits, labels) => {
     const k = logits.shape[1];
-    // One shader forward and one backward, where these ops take about 16 dispatches.
-    if (tf.getBackend() === 'webgpu') return webgpuSoftmaxCrossEntropy(logits, labels, tf.tensor1d(classWeights ?? new Array<number>(k).fill(1)), labelSmoothing);
     const oneHot = tf.oneHot(labels, k);
     const target = labelSmoothing > 0 ? tf.add(tf.mul(oneHot, 1 - labelSmoothing), labelSmoothing / k) : oneHot;
     const perSample = tf.neg(tf.sum(tf.mul(target, tf.logSoftmax(logits)), 1));
