@@ -444,7 +444,7 @@ function withAllStorageBuffers(gpu: GpuLike): GpuLike {
   return {
     requestAdapter: async (options) => {
       const adapter = await gpu.requestAdapter(options);
-      if (!adapter) return adapter;
+      if (!adapter || !(adapter.limits.maxStorageBuffersPerShaderStage > 8)) return adapter;
       const requestDevice = adapter.requestDevice.bind(adapter);
       const storageBuffers = adapter.limits.maxStorageBuffersPerShaderStage;
       Object.defineProperty(adapter, 'requestDevice', {
