@@ -1,8 +1,8 @@
 /**
  * Softmax cross-entropy (class-weighted, label-smoothed) on the WebGPU backend as one shader forward
  * and one backward. As tfjs ops (oneHot, logSoftmax, a multiply, a sum, a negation, a mean, and
- * their gradients) it costs about 16 dispatches a step; on a GPU each costs more than this
- * arithmetic (a batch of a few dozen rows of a few classes).
+ * their gradients) it cost 19 dispatches in bench/README.md's counted MobileNetV2 step; on a GPU
+ * each costs more than this arithmetic (a batch of a few dozen rows of a few classes).
  *
  * The value is mean_i w[label_i] · −Σ_k t_ik · (x_ik − max_i − log Σ_k exp(x_ik − max_i)), with the
  * target t_ik = (1 − ε)·[k = label_i] + ε/K, as src/train/loss.ts computes it with tfjs ops; the

@@ -20,7 +20,7 @@ export interface CrossEntropyOptions {
 /**
  * Softmax cross-entropy, optionally weighted per class (Keras's `class_weight`) and label-smoothed.
  * On WebGPU one shader forward and one backward (src/engine/webgpu-loss.ts), where the tfjs ops of
- * `opsSoftmaxCrossEntropy` take about 16 dispatches; elsewhere those ops.
+ * `opsSoftmaxCrossEntropy` take about 19 dispatches; elsewhere those ops.
  */
 export function softmaxCrossEntropy(options: CrossEntropyOptions = {}): Loss {
   const { classWeights, labelSmoothing = 0 } = options;
