@@ -41,7 +41,16 @@ describe('softmax cross-entropy on WebGPU', () => {
     it(`${name}: value and gradient equal the tfjs ops on cpu`, async (ctx) => {
       needWebgpu(ctx, unavailable);
       const want = await lossAndGradient('cpu', options);
-      const got = await lossAndGradient('webgpu', options);
+      // Submitting after every dispatch frees a disposed tensor's buffer at once: the backward pass
+      // must not use anything the forward pass's tidy disposed.
+      const submitEvery = tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE');
+      tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', 1);
+      let got: Awaited<ReturnType<typeof lossAndGradient>>;
+      try {
+        got = await lossAndGradient('webgpu', options);
+      } finally {
+        tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', submitEvery);
+      }
       expect(Math.abs(got.loss - want.loss) / Math.abs(want.loss)).toBeLessThan(1e-5);
       expect(relativeError(got.grad, want.grad)).toBeLessThan(1e-5);
     });

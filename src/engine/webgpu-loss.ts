@@ -122,10 +122,14 @@ export function webgpuSoftmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor
   register();
   const attrs = { smoothing: labelSmoothing };
   const op = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
-    save([x]);
+    // Saved, not captured: the forward pass's tidy disposes what it made (the caller's weights).
+    save([x, labels, weights]);
     return {
       value: runKernel(LOSS, { logits: x, labels, weights }, attrs) as tf.Tensor,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => runKernel(LOSS_GRAD, { dy, logits: saved[0]!, labels, weights }, attrs) as tf.Tensor,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [logits, savedLabels, savedWeights] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+        return runKernel(LOSS_GRAD, { dy, logits, labels: savedLabels, weights: savedWeights }, attrs) as tf.Tensor;
+      },
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return tf.reshape((op as (x: tf.Tensor) => tf.Tensor)(logits), []) as tf.Scalar;
