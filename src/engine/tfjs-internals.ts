@@ -5,7 +5,8 @@
  * @tensorflow/tfjs-node 4.22.0 (package.json pins them exactly). What is used here is typed in their .d.ts files but not
  * documented or promised across versions: the kernel registry, calling a kernel function directly,
  * the WASM backend's heap and emscripten module, its threaded build's files, the WebGPU backend's
- * `runWebGPUProgram`, the cpu backend's data store and first-use banner, tfjs-node's device fields. On a tfjs upgrade, re-read
+ * `runWebGPUProgram` (and, for shaders with several outputs, its device, tensor map, pipeline cache
+ * and command encoder), the cpu backend's data store and first-use banner, tfjs-node's device fields. On a tfjs upgrade, re-read
  * this file against tfjs's sources; the start-up kernel check (kernel-overrides.ts) catches a
  * replaced kernel that then computes something else.
  *
