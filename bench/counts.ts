@@ -23,6 +23,7 @@ import { Rng } from '../src/data/rng.js';
 import { DEFAULTS } from '../src/defaults.js';
 import { topCounts, WebGPUWorkCounter, type WebGPUWorkCounts } from '../src/engine/webgpu-counts.js';
 import { attachHead } from '../src/train/head.js';
+import { opsSoftmaxCrossEntropy } from '../src/train/loss.js';
 import { fusedAdam } from '../src/train/train-step.js';
 import { Trainer } from '../src/train/trainer.js';
 import type { Callback, UnfreezeSpec } from '../src/train/types.js';
@@ -30,9 +31,11 @@ import { withSeparateOpsRunTop } from './separate-ops-top.js';
 
 export type CountsStage = 'full' | 'stage2';
 /**
- * 'shipped': the Trainer as it is (on WebGPU: Conv → BN → ReLU6 units as one op, WebGPUAdam).
- * 'separate-ops': the step as it was before those, every layer its own op and FusedAdam (the
- * optimizer as a Trainer option; SplitModel.run's old loop from bench/separate-ops-top.ts).
+ * 'shipped': the Trainer as it is (on WebGPU: Conv → BN → ReLU6 units as one op, WebGPUAdam, the
+ * loss as two shaders).
+ * 'separate-ops': the step as it was before those, every layer its own op, FusedAdam and the loss as
+ * tfjs ops (the optimizer and loss as Trainer options; SplitModel.run's old loop from
+ * bench/separate-ops-top.ts).
  */
 export type CountsVariant = 'shipped' | 'separate-ops';
 
@@ -108,7 +111,7 @@ export async function measureCounts(options: CountsOptions, log: (line: string) 
     // Read the loss only at the epoch's end, so the counted step holds no read the Trainer chose.
     readbackSeconds: 1e9,
     callbacks: [perBatch],
-    ...(variant === 'separate-ops' ? { optimizer: fusedAdam } : {}),
+    ...(variant === 'separate-ops' ? { optimizer: fusedAdam, loss: opsSoftmaxCrossEntropy() } : {}),
   });
   try {
     trainer.unfreeze(what);

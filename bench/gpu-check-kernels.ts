@@ -2,12 +2,14 @@
  * The device check's kernel self-check: what the WebGPU tests check, on the adapter at hand, in a
  * few seconds. tfjs's own kernel checks of finetune's replacements run when initEngine starts the
  * backend (their failures are in EngineInfo.kernels.failed); this adds the training ops that are not
- * kernel replacements: convBatchNormActivation (value and every gradient, against the cpu backend)
- * and WebGPUAdam (3 steps, against FusedAdam on the cpu backend).
+ * kernel replacements: convBatchNormActivation (value and every gradient, against the cpu backend),
+ * WebGPUAdam (3 steps, against FusedAdam on the cpu backend; 7 variables, so more than one
+ * dispatch's group) and the softmax cross-entropy (value and gradient, against tfjs ops on cpu).
  */
 import * as tf from '@tensorflow/tfjs';
 import { convBatchNormActivation, type ConvBatchNormUnit } from '../src/engine/conv-bn-activation.js';
 import { WebGPUAdam } from '../src/engine/webgpu-adam.js';
+import { softmaxCrossEntropy } from '../src/train/loss.js';
 import { FusedAdam } from '../src/train/optimizer.js';
 
 export interface KernelCheck {
@@ -85,7 +87,7 @@ async function unitOn(backend: string, c: UnitCase, seed: number): Promise<Float
 
 async function adamOn(backend: 'cpu' | 'webgpu'): Promise<number[]> {
   await tf.setBackend(backend);
-  const shapes = [[3, 3, 4, 8], [8], [70, 3]];
+  const shapes = [[3, 3, 4, 8], [8], [8], [1, 1, 8, 70], [70], [70, 3], [3]];
   const vars = shapes.map((s, i) => tf.variable(tf.tensor(randoms(tf.util.sizeFromShape(s), 10 + i), s), true, `${backend}_check_${i}`));
   const optimizer = backend === 'webgpu' ? new WebGPUAdam(vars, 0.01) : new FusedAdam(vars, 0.01);
   for (let step = 1; step <= 3; step++) {
@@ -97,6 +99,19 @@ async function adamOn(backend: 'cpu' | 'webgpu'): Promise<number[]> {
   const values = (await Promise.all(vars.map((v) => v.data()))).flatMap((d) => Array.from(d));
   optimizer.dispose();
   tf.dispose(vars);
+  return values;
+}
+
+/** The class-weighted, label-smoothed loss and its gradient w.r.t. the logits, flat. */
+async function lossOn(backend: 'cpu' | 'webgpu'): Promise<number[]> {
+  await tf.setBackend(backend);
+  const [rows, classes] = [12, 5];
+  const x = tf.variable(tf.tensor2d(randoms(rows * classes, 7).map((v) => 8 * v), [rows, classes]));
+  const labels = tf.tensor1d(Array.from({ length: rows }, (_, i) => (3 * i) % classes), 'int32');
+  const loss = softmaxCrossEntropy({ classWeights: [0.5, 2, 1, 1.5, 0.25], labelSmoothing: 0.1 });
+  const { value, grads } = tf.variableGrads(() => loss(x as tf.Tensor2D, labels), [x]);
+  const values = [...(await value.data()), ...(await grads[x.name]!.data())];
+  tf.dispose([x, labels, value, ...Object.values(grads)]);
   return values;
 }
 
@@ -114,6 +129,10 @@ export async function checkTrainingOps(): Promise<KernelCheck[]> {
     const got = await adamOn('webgpu');
     const err = relativeError(got, want);
     checks.push({ name: 'WebGPUAdam vs FusedAdam on cpu, 3 steps', maxRelativeError: err, ok: err < TOLERANCE });
+    const wantLoss = await lossOn('cpu');
+    const gotLoss = await lossOn('webgpu');
+    const lossErr = relativeError(gotLoss, wantLoss);
+    checks.push({ name: 'softmax cross-entropy (class weights, label smoothing): value and gradient', maxRelativeError: lossErr, ok: lossErr < TOLERANCE });
   } finally {
     await tf.setBackend('webgpu');
   }

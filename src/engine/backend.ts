@@ -362,10 +362,15 @@ interface AdapterInfoLike {
   description?: string;
   isFallbackAdapter?: boolean;
 }
+interface DeviceDescriptorLike {
+  requiredLimits?: Record<string, number>;
+}
 interface AdapterLike {
   info?: AdapterInfoLike;
   isFallbackAdapter?: boolean;
   requestAdapterInfo?: () => Promise<AdapterInfoLike>;
+  limits: { maxStorageBuffersPerShaderStage: number };
+  requestDevice(descriptor?: DeviceDescriptorLike): Promise<unknown>;
 }
 interface GpuLike {
   requestAdapter(options?: { powerPreference?: string }): Promise<AdapterLike | null>;
@@ -419,7 +424,7 @@ async function probeWebgpu(mode: 'auto' | 'explicit'): Promise<Probe> {
   const noWith = (detail: string): Probe => ({ ...no(detail), adapter: summary });
 
   // tfjs-backend-webgpu registers itself at import time only if navigator.gpu exists.
-  setNavigatorGpu(gpu);
+  setNavigatorGpu(withAllStorageBuffers(gpu));
   try {
     await importOptional('@tensorflow/tfjs-backend-webgpu');
   } catch (e) {
@@ -438,6 +443,29 @@ async function probeWebgpu(mode: 'auto' | 'explicit'): Promise<Probe> {
     };
   }
   return { name, available: true, usableIfRequested: true, detail: `webgpu on ${adapterName}`, adapter: summary };
+}
+
+/**
+ * `gpu` whose adapters create devices with every storage-buffer binding per shader stage the
+ * adapter offers (lavapipe: 16), where tfjs-backend-webgpu asks for WebGPU's default of 8:
+ * finetune's shaders that update many tensors in one dispatch (WebGPUAdam) bind that many, and
+ * tfjs's Concat takes that many inputs less one per dispatch.
+ */
+function withAllStorageBuffers(gpu: GpuLike): GpuLike {
+  return {
+    requestAdapter: async (options) => {
+      const adapter = await gpu.requestAdapter(options);
+      if (!adapter || !(adapter.limits.maxStorageBuffersPerShaderStage > 8)) return adapter;
+      const requestDevice = adapter.requestDevice.bind(adapter);
+      const storageBuffers = adapter.limits.maxStorageBuffersPerShaderStage;
+      Object.defineProperty(adapter, 'requestDevice', {
+        configurable: true,
+        value: (descriptor: DeviceDescriptorLike = {}) =>
+          requestDevice({ ...descriptor, requiredLimits: { ...descriptor.requiredLimits, maxStorageBuffersPerShaderStage: storageBuffers } }),
+      });
+      return adapter;
+    },
+  };
 }
 
 function setNavigatorGpu(gpu: GpuLike): void {

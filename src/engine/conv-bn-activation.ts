@@ -12,9 +12,9 @@
  * - forward: the convolution (tfjs's kernel), then one shader computing act(z · s + b) with
  *   s = γ / √(σ² + ε) and b = β − μ · s worked out per element from the four vectors: 2 dispatches;
  * - backward: one shader for dz = dy · mask · s; dβ = Σ dy · mask and dγ = Σ dy · mask · (z − μ) /
- *   √(σ² + ε) over N·H·W in one shader each, or, from 32768 pixels on, in one shader for both split
- *   over workgroups plus one per parameter adding the splits; the convolution's filter and input
- *   gradients (tfjs's kernels, or finetune's WebGPU filter gradients): 5 to 7 dispatches. The input
+ *   √(σ² + ε) over N·H·W together in one shader with two outputs, or, from 32768 pixels on, in one
+ *   shader split over workgroups plus one adding the splits of both; the convolution's filter and
+ *   input gradients (tfjs's kernels, or finetune's WebGPU filter gradients): 4 to 6 dispatches. The input
  *   gradient is skipped when the caller says the input needs none (the lowest trainable layer).
  *
  * mask is 1 where the pre-activation p = z · s + b passes (ReLU6: 0 ≤ p ≤ 6, as tfjs's clipByValue
@@ -25,7 +25,9 @@
  * tested against).
  */
 import * as tf from '@tensorflow/tfjs';
-import { freeData, installKernel, kernelFunc, registeredKernel, runKernel, runWebGPUProgram, type TensorInfo, type WebGPUProgram } from './tfjs-internals.js';
+import {
+  freeData, installKernel, kernelFunc, makeGPUOutput, registeredKernel, runKernel, runRawWebGPUShader, runWebGPUProgram, type TensorInfo, type WebGPUProgram,
+} from './tfjs-internals.js';
 
 export type UnitActivation = 'linear' | 'relu6';
 
@@ -53,7 +55,7 @@ const PARAM_GRADS = 'FinetuneAffineParamGrads';
 const BACKEND = 'webgpu';
 
 /**
- * Below this many pixels (N·H·W) each parameter's sum runs in one shader (64 channels a workgroup);
+ * Below this many pixels (N·H·W) the parameters' sums run in one shader (64 channels a workgroup);
  * from it on, split over workgroups, which takes one shader more. On a GPU a dispatch costs more
  * than a small reduction, so only the largest layers split (MobileNetV2 at 224 px, batch 32: the
  * 112² and 56² ones; at 128 and 160 px the same layers, so those sizes count as 224 does).
@@ -244,74 +246,90 @@ class AffineActivationGradProgram extends ChannelwiseProgram {
 }
 
 /**
- * Sums per channel of dy · mask · (z − μ) / √(σ² + ε) (γ) and of dy · mask (β), over pixels
- * [s·chunk, (s+1)·chunk) for split s: output [splits, C] for one of them, or [splits, 2, C] (γ
- * then β) for both. Workgroup (tile, s) takes 64 channels, 4 lanes each walking every 4th pixel;
- * the lanes are added in workgroup memory.
+ * WGSL of the sums per channel of dy · mask · (z − μ) / √(σ² + ε) (γ) and of dy · mask (β), over
+ * pixels [s·chunk, (s+1)·chunk) for split s, into two outputs [splits, C]: one dispatch for both
+ * (runRawWebGPUShader; a tfjs program writes one tensor). Workgroup (tile, s) takes 64 channels, 4
+ * lanes each walking every 4th pixel; the lanes are added in workgroup memory. Bindings: dy, z, γ,
+ * β, μ, σ², dγ, dβ (8 storage buffers, WebGPU's default limit), then the uniforms.
  */
-class ParamGradProgram implements WebGPUProgram {
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout = { x: [1], y: [0] };
-  dispatch: [number, number, number];
-  variableNames = ['dy', 'z', 'gamma', 'beta', 'mean', 'variance'];
-  uniforms = 'epsilon : f32, channels : i32, chunk : i32, pixels : i32,';
-  workgroupSize: [number, number, number] = [CHANNELS_PER_WORKGROUP, LANES, 1];
+function paramGradCode(activation: UnitActivation): string {
+  const lanes = CHANNELS_PER_WORKGROUP * LANES;
+  const inputs = ['dy', 'z', 'gamma', 'beta', 'mean', 'variance'];
+  return `
+struct Uniforms { f : vec4<f32>, i : vec4<i32>, };
+${inputs.map((n, i) => `@group(0) @binding(${i}) var<storage, read> ${n} : array<f32>;`).join('\n')}
+@group(0) @binding(6) var<storage, read_write> gammaSums : array<f32>;
+@group(0) @binding(7) var<storage, read_write> betaSums : array<f32>;
+@group(0) @binding(8) var<uniform> u : Uniforms;
+var<workgroup> laneSums : array<f32, ${2 * lanes}>;
 
-  constructor(
-    splits: number,
-    channels: number,
-    private readonly activation: UnitActivation,
-    private readonly which: 'gamma' | 'beta' | 'both',
-  ) {
-    this.outputShape = which === 'both' ? [splits, 2, channels] : [splits, channels];
-    this.dispatch = [ceilDiv(channels, CHANNELS_PER_WORKGROUP), splits, 1];
-    this.shaderKey = `finetuneAffineParamGrad_${activation}_${which}`;
+@compute @workgroup_size(${CHANNELS_PER_WORKGROUP}, ${LANES}, 1)
+fn main(@builtin(global_invocation_id) globalId : vec3<u32>, @builtin(local_invocation_id) localId : vec3<u32>, @builtin(workgroup_id) workgroupId : vec3<u32>) {
+  let c = i32(globalId.x);
+  let lane = i32(localId.y);
+  let lx = i32(localId.x);
+  let split = i32(workgroupId.y);
+  let channels = u.i.x;
+  let pStart = split * u.i.y;
+  let pEnd = min(pStart + u.i.y, u.i.z);
+  var acc : array<f32, 2>;
+  if (c < channels) {
+    let inv = inverseSqrt(variance[c] + u.f.x);
+    let scale = gamma[c] * inv;
+    let shift = beta[c] - mean[c] * scale;
+    for (var p = pStart + lane; p < pEnd; p += ${LANES}) {
+      let i = p * channels + c;
+      let zi = z[i];
+      let pre = zi * scale + shift;
+      let g = select(0.0, dy[i], ${passes(activation, 'pre')});
+      acc[0] += g * (zi - mean[c]) * inv; acc[1] += g;
+    }
   }
-
-  getUserCode(): string {
-    const sums = this.which === 'both' ? 2 : 1;
-    // Accumulator k: γ's term, β's term, or the one asked for.
-    const terms = this.which === 'both' ? ['g * (zi - mean[c]) * inv', 'g'] : [this.which === 'beta' ? 'g' : 'g * (zi - mean[c]) * inv'];
-    const lanes = CHANNELS_PER_WORKGROUP * LANES;
-    return `
-      var<workgroup> laneSums : array<f32, ${sums * lanes}>;
-
-      fn main() {
-        let c = i32(globalId.x);
-        let lane = i32(localId.y);
-        let lx = i32(localId.x);
-        let split = i32(workgroupId.y);
-        let channels = uniforms.channels;
-        let pStart = split * uniforms.chunk;
-        let pEnd = min(pStart + uniforms.chunk, uniforms.pixels);
-        var acc : array<f32, ${sums}>;
-        if (c < channels) {${SCALE_SHIFT}
-          for (var p = pStart + lane; p < pEnd; p += ${LANES}) {
-            let i = p * channels + c;
-            let zi = z[i];
-            let pre = zi * scale + shift;
-            let g = select(0.0, dy[i], ${passes(this.activation, 'pre')});
-            ${terms.map((t, k) => `acc[${k}] += ${t};`).join(' ')}
-          }
-        }
-        for (var k = 0; k < ${sums}; k++) {
-          laneSums[k * ${lanes} + lane * ${CHANNELS_PER_WORKGROUP} + lx] = acc[k];
-        }
-        workgroupBarrier();
-        if (lane == 0 && c < channels) {
-          for (var k = 0; k < ${sums}; k++) {
-            var sum = 0.0;
-            for (var l = 0; l < ${LANES}; l++) {
-              sum += laneSums[k * ${lanes} + l * ${CHANNELS_PER_WORKGROUP} + lx];
-            }
-            result[(split * ${sums} + k) * channels + c] = sum;
-          }
-        }
+  for (var k = 0; k < 2; k++) {
+    laneSums[k * ${lanes} + lane * ${CHANNELS_PER_WORKGROUP} + lx] = acc[k];
+  }
+  workgroupBarrier();
+  if (lane == 0 && c < channels) {
+    var sums : array<f32, 2>;
+    for (var k = 0; k < 2; k++) {
+      var sum = 0.0;
+      for (var l = 0; l < ${LANES}; l++) {
+        sum += laneSums[k * ${lanes} + l * ${CHANNELS_PER_WORKGROUP} + lx];
       }
-    `;
+      sums[k] = sum;
+    }
+    gammaSums[split * channels + c] = sums[0];
+    betaSums[split * channels + c] = sums[1];
   }
 }
+`;
+}
+
+/** WGSL adding the [splits, C] partial sums of γ and of β into [C] each (one dispatch for both). */
+const ADD_SPLITS_CODE = `
+struct Uniforms { i : vec4<i32>, };
+@group(0) @binding(0) var<storage, read> gammaSums : array<f32>;
+@group(0) @binding(1) var<storage, read> betaSums : array<f32>;
+@group(0) @binding(2) var<storage, read_write> dGamma : array<f32>;
+@group(0) @binding(3) var<storage, read_write> dBeta : array<f32>;
+@group(0) @binding(4) var<uniform> u : Uniforms;
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(global_invocation_id) globalId : vec3<u32>) {
+  let c = i32(globalId.x);
+  let channels = u.i.x;
+  if (c < channels) {
+    var g = 0.0;
+    var b = 0.0;
+    for (var s = 0; s < u.i.y; s++) {
+      g += gammaSums[s * channels + c];
+      b += betaSums[s * channels + c];
+    }
+    dGamma[c] = g;
+    dBeta[c] = b;
+  }
+}
+`;
 
 type Args = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs: tf.NamedAttrMap };
 
@@ -335,8 +353,8 @@ const affineGradKernel = kernelFunc(({ inputs, backend, attrs }: Args) => {
 });
 
 /**
- * [dγ, dβ]: over fewer than SPLIT_PIXELS pixels, one shader each; from there on, one shader for
- * both sums split over workgroups ([splits, 2, C]) and one per parameter adding the splits.
+ * [dγ, dβ]: over fewer than SPLIT_PIXELS pixels, one shader for both; from there on, one shader
+ * for both sums split over workgroups ([splits, C] each) and one adding the splits of both.
  */
 const paramGradsKernel = kernelFunc(({ inputs, backend, attrs }: Args) => {
   const z = inputs.z!;
@@ -346,59 +364,33 @@ const paramGradsKernel = kernelFunc(({ inputs, backend, attrs }: Args) => {
   const splits = pixels >= SPLIT_PIXELS ? Math.max(2, ceilDiv(pixels, PIXELS_PER_SPLIT)) : 1;
   const chunk = ceilDiv(pixels, splits);
   const activation = attrs.activation as UnitActivation;
-  const sums = (which: 'gamma' | 'beta' | 'both') =>
-    runWebGPUProgram(backend, new ParamGradProgram(splits, channels, activation, which), [inputs.dy!, z, ...bnInfos(inputs)], 'float32', [
-      ...channelUniforms(attrs, z.shape),
-      { type: 'int32', data: [chunk] },
-      { type: 'int32', data: [pixels] },
-    ]);
-  if (splits === 1) return [view(sums('gamma'), [channels]), view(sums('beta'), [channels])];
-  const partials = sums('both');
-  const out = [0, 1].map((row) =>
-    runWebGPUProgram(backend, new AddSplitsProgram(channels), [partials], 'float32', [
-      { type: 'int32', data: [splits] },
-      { type: 'int32', data: [row] },
-    ]),
+  const shape = splits === 1 ? [channels] : [splits, channels];
+  const sums = [makeGPUOutput(backend, shape), makeGPUOutput(backend, shape)];
+  runRawWebGPUShader(
+    backend,
+    {
+      key: `finetuneAffineParamGrads_${activation}`,
+      code: paramGradCode(activation),
+      dispatch: [ceilDiv(channels, CHANNELS_PER_WORKGROUP), splits, 1],
+      name: 'AffineParamGradsShader',
+    },
+    [inputs.dy!, z, ...bnInfos(inputs), ...sums],
+    [
+      { type: 'float32', data: [attrs.epsilon as number, 0, 0, 0] },
+      { type: 'int32', data: [channels, chunk, pixels, 0] },
+    ],
   );
-  freeData(backend, partials);
+  if (splits === 1) return sums;
+  const out = [makeGPUOutput(backend, [channels]), makeGPUOutput(backend, [channels])];
+  runRawWebGPUShader(
+    backend,
+    { key: 'finetuneAffineAddSplits', code: ADD_SPLITS_CODE, dispatch: [ceilDiv(channels, 64), 1, 1], name: 'AffineAddSplitsShader' },
+    [...sums, ...out],
+    [{ type: 'int32', data: [channels, splits, 0, 0] }],
+  );
+  for (const partial of sums) freeData(backend, partial);
   return out;
 });
-
-/** out[c] = Σ_s partials[s, row, c] over the [splits, 2, C] partial sums. */
-class AddSplitsProgram implements WebGPUProgram {
-  outputShape: number[];
-  shaderKey = 'finetuneAffineAddSplits';
-  dispatchLayout = { x: [0] };
-  dispatch: [number, number, number];
-  variableNames = ['partials'];
-  uniforms = 'splits : i32, row : i32,';
-  workgroupSize: [number, number, number] = [64, 1, 1];
-  size = true;
-
-  constructor(channels: number) {
-    this.outputShape = [channels];
-    this.dispatch = [ceilDiv(channels, 64), 1, 1];
-  }
-
-  getUserCode(): string {
-    return `
-      fn main(index : i32) {
-        if (index < uniforms.size) {
-          var sum = 0.0;
-          for (var s = 0; s < uniforms.splits; s++) {
-            sum += partials[(s * 2 + uniforms.row) * uniforms.size + index];
-          }
-          result[index] = sum;
-        }
-      }
-    `;
-  }
-}
-
-/** The same data seen with another shape (no copy). */
-function view(info: TensorInfo, shape: number[]): TensorInfo {
-  return { dataId: info.dataId, shape, dtype: info.dtype };
-}
 
 /** Registers the op's three WebGPU kernels (idempotent; the op does it on first use). */
 export function registerConvBatchNormKernels(): void {

@@ -5,7 +5,8 @@
  * @tensorflow/tfjs-node 4.22.0 (package.json pins them exactly). What is used here is typed in their .d.ts files but not
  * documented or promised across versions: the kernel registry, calling a kernel function directly,
  * the WASM backend's heap and emscripten module, its threaded build's files, the WebGPU backend's
- * `runWebGPUProgram`, the cpu backend's data store and first-use banner, tfjs-node's device fields. On a tfjs upgrade, re-read
+ * `runWebGPUProgram` (and, for shaders with several outputs, its device, tensor map, pipeline cache
+ * and command encoder), the cpu backend's data store and first-use banner, tfjs-node's device fields. On a tfjs upgrade, re-read
  * this file against tfjs's sources; the start-up kernel check (kernel-overrides.ts) catches a
  * replaced kernel that then computes something else.
  *
@@ -349,11 +350,107 @@ export function freeData(backend: tf.KernelBackend, info: TensorInfo): void {
   backend.disposeData(info.dataId);
 }
 
+// ── Shaders with several outputs ────────────────────────────────────────────────────────────────
+//
+// runWebGPUProgram binds one output (read_write) and read-only inputs, so a shader writes one
+// tensor. Some work is one pass over the data that yields several tensors (a batch norm's γ and β
+// gradients; Adam's update of many variables and their moments): as separate programs it costs one
+// dispatch each. `runRawWebGPUShader` records one dispatch of a complete WGSL shader whose bindings
+// are the given tensors' buffers, in order (any may be declared read_write), then the uniforms;
+// it does what tfjs-backend-webgpu 4.22's `recordAndSubmit` does around a dispatch (bind group,
+// the backend's compute pass, submitting every WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches, the
+// buffers marked in use by the queue), except timestamp queries: under tf.time/tf.profile its time
+// is not measured.
+
+/** A complete compute shader for `runRawWebGPUShader`. */
+export interface RawWebGPUShader {
+  /** Names the compiled pipeline (same key, same WGSL). */
+  key: string;
+  /** Bindings 0…n−1: the buffers passed, in order; binding n: `uniforms` when given. Entry point `main`. */
+  code: string;
+  dispatch: [number, number, number];
+  /** What the dispatch counter calls it (a shader class name, as runWebGPUProgram's programs). */
+  name: string;
+}
+
+interface RawWebGPUBackend {
+  device: {
+    createShaderModule(d: { code: string }): unknown;
+    createComputePipeline(d: { layout: 'auto'; compute: { module: unknown; entryPoint: string } }): { getBindGroupLayout(i: number): unknown };
+    createBindGroup(d: { layout: unknown; entries: Array<{ binding: number; resource: unknown }> }): unknown;
+    limits: { maxStorageBuffersPerShaderStage: number };
+  };
+  tensorMap: { get(dataId: object): { resource?: unknown; values?: unknown } };
+  pipelineCache: Record<string, unknown>;
+  commandQueueOwnedIds: WeakSet<object>;
+  computePassEncoder: { setPipeline(p: unknown): void; setBindGroup(i: number, g: unknown): void; dispatchWorkgroups(x: number, y: number, z: number): void } | null;
+  commandEncoder: { beginComputePass(d: object): RawWebGPUBackend['computePassEncoder'] };
+  dispatchCountInPass: number;
+  makeTensorInfo(shape: number[], dtype: tf.DataType): TensorInfo;
+  uploadToGPU(dataId: object): void;
+  makeUniforms(uniforms: ProgramUniforms): unknown;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  submitQueue(): void;
+}
+
+/** Listeners told of each raw dispatch (hookWebGPUWork's). */
+const rawDispatchListeners = new Set<(name: string) => void>();
+
+/** The WebGPU backend's storage-buffer bindings per shader stage (what the device was created with). */
+export function maxStorageBuffersPerStage(backend: tf.KernelBackend): number {
+  return (backend as unknown as RawWebGPUBackend).device.limits.maxStorageBuffersPerShaderStage;
+}
+
+/** A new float32 (or `dtype`) tensor on the GPU, for a raw shader to write. */
+export function makeGPUOutput(backend: tf.KernelBackend, shape: number[], dtype: tf.DataType = 'float32'): TensorInfo {
+  const b = backend as unknown as RawWebGPUBackend;
+  const info = b.makeTensorInfo(shape, dtype);
+  b.uploadToGPU(info.dataId);
+  return info;
+}
+
+/**
+ * Records one dispatch of `shader` with `buffers` bound in order (inputs, outputs made by
+ * makeGPUOutput, or tensors the shader updates in place). Any CPU copy of a bound tensor is dropped:
+ * the shader may write it, and the GPU's copy is the one that counts from here on.
+ */
+export function runRawWebGPUShader(backend: tf.KernelBackend, shader: RawWebGPUShader, buffers: TensorInfo[], uniforms?: ProgramUniforms): void {
+  const b = backend as unknown as RawWebGPUBackend;
+  const entries: Array<{ binding: number; resource: unknown }> = buffers.map((info, i) => {
+    b.uploadToGPU(info.dataId);
+    const data = b.tensorMap.get(info.dataId);
+    data.values = null;
+    b.commandQueueOwnedIds.add(info.dataId);
+    return { binding: i, resource: { buffer: data.resource } };
+  });
+  if (uniforms) entries.push({ binding: buffers.length, resource: b.makeUniforms(uniforms) });
+  let pipeline = b.pipelineCache[shader.key] as ReturnType<RawWebGPUBackend['device']['createComputePipeline']> | undefined;
+  if (!pipeline) {
+    const module = b.device.createShaderModule({ code: shader.code });
+    pipeline = b.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+    b.pipelineCache[shader.key] = pipeline;
+  }
+  const bindGroup = b.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+  b.ensureCommandEncoderReady();
+  b.computePassEncoder ??= b.commandEncoder.beginComputePass({});
+  b.computePassEncoder!.setPipeline(pipeline);
+  b.computePassEncoder!.setBindGroup(0, bindGroup);
+  b.computePassEncoder!.dispatchWorkgroups(...shader.dispatch);
+  b.dispatchCountInPass++;
+  for (const listener of rawDispatchListeners) listener(shader.name);
+  if (tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number <= b.dispatchCountInPass) {
+    b.endComputePassEncoder();
+    b.submitQueue();
+  }
+}
+
 // ── Counting the WebGPU backend's work ──────────────────────────────────────────────────────────
 //
 // What a training step costs a GPU beyond its arithmetic is mostly per-operation: each program
 // dispatched, each buffer taken from the pool, each read back to the CPU. These hooks see them at
-// the points tfjs-backend-webgpu 4.22 does them: `runWebGPUProgram` (every shader), its buffer
+// the points tfjs-backend-webgpu 4.22 does them: `runWebGPUProgram` (every shader; and finetune's
+// raw shaders, `runRawWebGPUShader`), its buffer
 // manager's `acquireBuffer` (outputs, uploads, uniforms, staging; a new GPU buffer when its pool
 // has none of that size and usage) and `getBufferData` (every GPU→CPU read of `data()`), plus the
 // engine's `runKernelFunc` (every kernel and custom-gradient op, for naming what dispatched).
@@ -394,6 +491,8 @@ export function hookWebGPUWork(hooks: WebGPUWorkHooks): () => void {
     hooks.dispatch?.(program.constructor.name);
     return run.call(this, program, ...rest);
   };
+  const rawDispatch = (name: string) => hooks.dispatch?.(name);
+  rawDispatchListeners.add(rawDispatch);
   backend.getBufferData = function (this: WebGPUBackendWork, buffer: { size: number }) {
     hooks.read?.(buffer.size);
     return get.call(this, buffer);
@@ -405,6 +504,7 @@ export function hookWebGPUWork(hooks: WebGPUWorkHooks): () => void {
     return buffer;
   };
   return () => {
+    rawDispatchListeners.delete(rawDispatch);
     // Put back exactly what was there: an own property, or the class's method.
     if (own.run) backend.runWebGPUProgram = run;
     else delete (backend as Partial<WebGPUBackendWork>).runWebGPUProgram;

@@ -1,21 +1,22 @@
 /**
- * Adam on the WebGPU backend in 2 + (variables) shader dispatches a step (plus tfjs's concat of the
- * gradients: one dispatch per 7 of them), where FusedAdam (src/train/optimizer.ts) takes about a
- * dozen over the flat moments plus a slice and an add per variable — 356 dispatches a step for a
- * fully trainable MobileNetV2, 187 here. On a GPU each dispatch costs more than its arithmetic.
+ * Adam on the WebGPU backend in one shader dispatch per few variables (5 where the device binds 16
+ * storage buffers per shader stage, as lavapipe's does; 2 at WebGPU's default of 8), where FusedAdam
+ * (src/train/optimizer.ts) takes about a dozen over the flat moments plus a slice and an add per
+ * variable — 356 dispatches a step for a fully trainable MobileNetV2 (158 variables), 32 here. On a
+ * GPU each dispatch costs more than its arithmetic.
  *
- * Both moments live in one flat tensor [m; v] (2 × parameters). A step is: the gradients
- * concatenated, one shader for the new moments, and per variable one shader computing its new
- * value from the moments at its offset. Adam's arithmetic is FusedAdam's, term by term (β1 0.9,
- * β2 0.999, bias corrections from the step count on the host), so the two agree to float rounding,
- * and checkpoints are interchangeable (`getWeights` gives 'iter', 'adam/m', 'adam/v' as FusedAdam).
+ * Both moments live in one flat tensor [m; v] (2 × parameters), owned by the optimizer and updated
+ * in place. A dispatch takes a group of variables with their gradients (bound directly: nothing is
+ * concatenated), updates their moments at their offsets, and writes each variable's new value to a
+ * new tensor it is then assigned (`runRawWebGPUShader`: tfjs's own programs write one tensor).
+ * Adam's arithmetic is FusedAdam's, term by term (β1 0.9, β2 0.999, bias corrections from the step
+ * count on the host), so the two agree to float rounding, and checkpoints are interchangeable
+ * (`getWeights` gives 'iter', 'adam/m', 'adam/v' as FusedAdam).
  *
  * WebGPU only: the constructor throws on another backend (use FusedAdam there).
  */
 import * as tf from '@tensorflow/tfjs';
-import {
-  installKernel, kernelFunc, runKernel, runWebGPUProgram, type TensorInfo, type WebGPUProgram,
-} from './tfjs-internals.js';
+import { installKernel, kernelFunc, makeGPUOutput, maxStorageBuffersPerStage, runKernel, runRawWebGPUShader } from './tfjs-internals.js';
 
 /** What a checkpoint stores of an optimizer (the Trainer's NamedTensor). */
 export interface NamedOptimizerTensor {
@@ -30,104 +31,122 @@ export interface WebGPUAdamOptions {
   epsilon?: number;
 }
 
-const MOMENTS_KERNEL = 'FinetuneAdamMoments';
-const APPLY_KERNEL = 'FinetuneAdamApply';
+const GROUP_KERNEL = 'FinetuneAdamGroup';
 const BACKEND = 'webgpu';
+const WORKGROUP = 64;
+const MAX_WORKGROUPS = 65535;
 const ceilDiv = (a: number, b: number): number => Math.ceil(a / b);
 
-/** New [m; v] from the old ones and the flat gradient: m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g². */
-class AdamMomentsProgram implements WebGPUProgram {
-  outputShape: number[];
-  shaderKey = 'finetuneAdamMoments';
-  dispatchLayout = { x: [0] };
-  dispatch: [number, number, number];
-  variableNames = ['moments', 'g'];
-  uniforms = 'beta1 : f32, oneMinusBeta1 : f32, beta2 : f32, oneMinusBeta2 : f32, total : i32,';
-  workgroupSize: [number, number, number] = [64, 1, 1];
-  size = true;
-
-  constructor(total: number) {
-    this.outputShape = [2 * total];
-    this.dispatch = [ceilDiv(2 * total, 64), 1, 1];
-  }
-
-  getUserCode(): string {
-    return `
-      fn main(index : i32) {
-        if (index < uniforms.size) {
-          if (index < uniforms.total) {
-            result[index] = moments[index] * uniforms.beta1 + g[index] * uniforms.oneMinusBeta1;
-          } else {
-            let gi = g[index - uniforms.total];
-            result[index] = moments[index] * uniforms.beta2 + (gi * gi) * uniforms.oneMinusBeta2;
-          }
-        }
-      }
-    `;
-  }
+/**
+ * Variables one dispatch updates, given the storage buffers a shader may bind: each takes three
+ * (its value, its gradient, its new value), the moments one.
+ */
+export function variablesPerDispatch(storageBuffers: number): number {
+  return Math.max(1, Math.min(8, Math.floor((storageBuffers - 1) / 3)));
 }
 
-/** A variable's new value: x + (m · −stepSize) / (√(v · secondCorrection) + ε), its m and v at `offset`. */
-class AdamApplyProgram implements WebGPUProgram {
-  outputShape: number[];
-  shaderKey = 'finetuneAdamApply';
-  dispatchLayout: { x: number[] };
-  dispatch: [number, number, number];
-  variableNames = ['x', 'moments'];
-  uniforms = 'negStepSize : f32, secondCorrection : f32, epsilon : f32, offset : i32, total : i32,';
-  workgroupSize: [number, number, number] = [64, 1, 1];
-  size = true;
+/**
+ * WGSL updating `slots` variables: slot k's element j (invocation index start_k + j) reads its
+ * gradient, updates m and v at moments[offset_k + j] and [total + offset_k + j] in place, and writes
+ * the variable's new value (its old one where apply_k is 0: it had no gradient). The arithmetic is
+ * FusedAdam's, term by term.
+ */
+function groupShaderCode(slots: number): string {
+  const names = (p: string) => Array.from({ length: slots }, (_, k) => `${p}${k}`);
+  const bindings = [
+    '@group(0) @binding(0) var<storage, read_write> moments : array<f32>;',
+    ...names('x').map((n, k) => `@group(0) @binding(${1 + k}) var<storage, read> ${n} : array<f32>;`),
+    ...names('g').map((n, k) => `@group(0) @binding(${1 + slots + k}) var<storage, read> ${n} : array<f32>;`),
+    ...names('out').map((n, k) => `@group(0) @binding(${1 + 2 * slots + k}) var<storage, read_write> ${n} : array<f32>;`),
+    `@group(0) @binding(${1 + 3 * slots}) var<uniform> u : Uniforms;`,
+  ];
+  const lanes = ceilDiv(slots, 4);
+  const field = (array: string, k: number) => `u.${array}[${Math.floor(k / 4)}][${k % 4}]`;
+  const branches = Array.from(
+    { length: slots },
+    (_, k) => `if (i < ${field('ends', k)}) {
+    let j = i - ${k === 0 ? '0' : field('ends', k - 1)};
+    let o = ${field('offsets', k)} + j;
+    let gi = g${k}[j];
+    let m = moments[o] * u.moment.x + gi * u.moment.y;
+    let v = moments[total + o] * u.moment.z + (gi * gi) * u.moment.w;
+    moments[o] = m;
+    moments[total + o] = v;
+    let x = x${k}[j];
+    out${k}[j] = select(x, x + (m * u.step.x) / (sqrt(v * u.step.y) + u.step.z), ${field('apply', k)} != 0);
+    return;
+  }`,
+  );
+  return `
+struct Uniforms {
+  moment : vec4<f32>,
+  step : vec4<f32>,
+  total : vec4<i32>,
+  ends : array<vec4<i32>, ${lanes}>,
+  offsets : array<vec4<i32>, ${lanes}>,
+  apply : array<vec4<i32>, ${lanes}>,
+};
+${bindings.join('\n')}
 
-  constructor(shape: number[]) {
-    this.outputShape = shape;
-    this.dispatchLayout = { x: shape.map((_, i) => i) };
-    this.dispatch = [ceilDiv(tf.util.sizeFromShape(shape), 64), 1, 1];
-  }
+@compute @workgroup_size(${WORKGROUP}, 1, 1)
+fn main(@builtin(workgroup_id) wg : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>, @builtin(local_invocation_index) li : u32) {
+  let i = i32((wg.y * nwg.x + wg.x) * ${WORKGROUP}u + li);
+  let total = u.total.x;
+  ${branches.join(' else ')}
+}
+`;
+}
 
-  getUserCode(): string {
-    return `
-      fn main(index : i32) {
-        if (index < uniforms.size) {
-          let m = moments[uniforms.offset + index];
-          let v = moments[uniforms.total + uniforms.offset + index];
-          result[index] = x[index] + (m * uniforms.negStepSize) / (sqrt(v * uniforms.secondCorrection) + uniforms.epsilon);
-        }
-      }
-    `;
+/** Four-wide rows of `values` (padded with 0), as the uniform arrays of vec4 want them. */
+function rows(values: number[]): { type: 'int32'; data: number[] }[] {
+  const out: { type: 'int32'; data: number[] }[] = [];
+  for (let r = 0; r < values.length; r += 4) {
+    const row = values.slice(r, r + 4);
+    while (row.length < 4) row.push(0);
+    out.push({ type: 'int32', data: row });
   }
+  return out;
 }
 
 type Args = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs: tf.NamedAttrMap };
 
-const adamMoments = kernelFunc(({ inputs, backend, attrs }: Args) => {
-  const { moments, g } = inputs as { moments: TensorInfo; g: TensorInfo };
-  const beta1 = attrs.beta1 as number;
-  const beta2 = attrs.beta2 as number;
-  const total = g.shape[0]!;
-  return runWebGPUProgram(backend, new AdamMomentsProgram(total), [moments, g], 'float32', [
-    { type: 'float32', data: [beta1] },
-    { type: 'float32', data: [1 - beta1] },
-    { type: 'float32', data: [beta2] },
-    { type: 'float32', data: [1 - beta2] },
-    { type: 'int32', data: [total] },
-  ]);
+/**
+ * One dispatch: inputs moments, x0…, g0…; outputs the variables' new values; the moments are
+ * updated in place. attrs: the Adam constants, `offsets` (each variable's place in the moments) and
+ * `apply` (1 where the variable had a gradient).
+ */
+const adamGroup = kernelFunc(({ inputs, backend, attrs }: Args) => {
+  const offsets = attrs.offsets as number[];
+  const apply = attrs.apply as number[];
+  const slots = offsets.length;
+  const moments = inputs.moments!;
+  const xs = offsets.map((_, k) => inputs[`x${k}`]!);
+  const gs = offsets.map((_, k) => inputs[`g${k}`]!);
+  const outs = xs.map((x) => makeGPUOutput(backend, [...x.shape]));
+  const ends: number[] = [];
+  let end = 0;
+  for (const x of xs) ends.push((end += tf.util.sizeFromShape(x.shape)));
+  const workgroups = ceilDiv(end, WORKGROUP);
+  const dispatch: [number, number, number] = [Math.min(workgroups, MAX_WORKGROUPS), ceilDiv(workgroups, MAX_WORKGROUPS), 1];
+  runRawWebGPUShader(
+    backend,
+    { key: `finetuneAdamGroup_${slots}`, code: groupShaderCode(slots), dispatch, name: 'FinetuneAdamGroup' },
+    [moments, ...xs, ...gs, ...outs],
+    [
+      { type: 'float32', data: [attrs.beta1 as number, 1 - (attrs.beta1 as number), attrs.beta2 as number, 1 - (attrs.beta2 as number)] },
+      { type: 'float32', data: [-(attrs.stepSize as number), attrs.secondCorrection as number, attrs.epsilon as number, 0] },
+      { type: 'int32', data: [moments.shape[0]! / 2, 0, 0, 0] },
+      ...rows(ends),
+      ...rows(offsets),
+      ...rows(apply),
+    ],
+  );
+  return outs;
 });
 
-const adamApply = kernelFunc(({ inputs, backend, attrs }: Args) => {
-  const { x, moments } = inputs as { x: TensorInfo; moments: TensorInfo };
-  return runWebGPUProgram(backend, new AdamApplyProgram([...x.shape]), [x, moments], 'float32', [
-    { type: 'float32', data: [-(attrs.stepSize as number)] },
-    { type: 'float32', data: [attrs.secondCorrection as number] },
-    { type: 'float32', data: [attrs.epsilon as number] },
-    { type: 'int32', data: [attrs.offset as number] },
-    { type: 'int32', data: [moments.shape[0]! / 2] },
-  ]);
-});
-
-/** Registers the two kernels for 'webgpu' (idempotent; WebGPUAdam does it). */
+/** Registers the kernel for 'webgpu' (idempotent; WebGPUAdam does it). */
 export function registerWebgpuAdamKernels(): void {
-  installKernel(MOMENTS_KERNEL, BACKEND, adamMoments);
-  installKernel(APPLY_KERNEL, BACKEND, adamApply);
+  installKernel(GROUP_KERNEL, BACKEND, adamGroup);
 }
 
 export class WebGPUAdam {
@@ -174,26 +193,31 @@ export class WebGPUAdam {
     if (this.variables.length === 0) return;
     const t = this.steps + 1;
     const attrs = {
+      beta1: this.beta1,
+      beta2: this.beta2,
       stepSize: this.learningRate / (1 - this.beta1 ** t),
       secondCorrection: 1 / (1 - this.beta2 ** t),
       epsilon: this.epsilon,
     };
-    const moments = tf.tidy(() => {
-      const g = tf.concat(
-        this.variables.map((variable) => {
-          const gradient = gradients[variable.name];
-          return gradient ? tf.reshape(gradient, [-1]) : tf.zeros([variable.size]);
-        }),
-      );
-      const previous = this.moments ?? tf.zeros([2 * this.total]);
-      const next = runKernel(MOMENTS_KERNEL, { moments: previous, g }, { beta1: this.beta1, beta2: this.beta2 }) as tf.Tensor1D;
-      this.variables.forEach((variable, i) => {
-        if (!gradients[variable.name]) return;
-        variable.assign(runKernel(APPLY_KERNEL, { x: variable, moments: next }, { ...attrs, offset: this.offsets[i]! }) as tf.Tensor);
-      });
-      return next;
+    // Updated in place below: what getWeights exported no longer matches.
+    tf.dispose(this.exported ?? []);
+    this.exported = undefined;
+    this.moments ??= tf.keep(tf.zeros([2 * this.total]) as tf.Tensor1D);
+    const perDispatch = variablesPerDispatch(maxStorageBuffersPerStage(tf.backend()));
+    tf.tidy(() => {
+      for (let first = 0; first < this.variables.length; first += perDispatch) {
+        const group = this.variables.slice(first, first + perDispatch);
+        const inputs: tf.NamedTensorMap = { moments: this.moments! };
+        group.forEach((variable, k) => {
+          inputs[`x${k}`] = variable;
+          inputs[`g${k}`] = gradients[variable.name] ?? tf.zeros(variable.shape);
+        });
+        const offsets = group.map((_, k) => this.offsets[first + k]!);
+        const apply = group.map((variable) => (gradients[variable.name] ? 1 : 0));
+        const updated = runKernel(GROUP_KERNEL, inputs, { ...attrs, offsets, apply }) as tf.Tensor[];
+        group.forEach((variable, k) => variable.assign(updated[k]!));
+      }
     });
-    this.replaceMoments(moments);
     this.steps = t;
   }
 

@@ -76,7 +76,7 @@ export class SplitModel {
 
   /**
    * On WebGPU, Conv → BN (inference) → ReLU6 chains run as one custom-gradient op (2 dispatches
-   * forward, 5–8 backward, against ~10 + ~17 as separate ops: a GPU pays per dispatch). Elsewhere
+   * forward, 3–6 backward, against ~10 + ~17 as separate ops: a GPU pays per dispatch). Elsewhere
    * the separate ops are as cheap, and keep results bit-identical to earlier versions.
    */
   private unitsFor(): (TrainableUnit | undefined)[] | undefined {

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { webgpuSoftmaxCrossEntropy } from '../engine/webgpu-loss.js';
 
 /**
  * A training loss: the mean over the batch, from the classifier's logits (N × K) and the labels
@@ -16,8 +17,23 @@ export interface CrossEntropyOptions {
   labelSmoothing?: number;
 }
 
-/** Softmax cross-entropy, optionally weighted per class (Keras's `class_weight`) and label-smoothed. */
+/**
+ * Softmax cross-entropy, optionally weighted per class (Keras's `class_weight`) and label-smoothed.
+ * On WebGPU one shader forward and one backward (src/engine/webgpu-loss.ts), where the tfjs ops of
+ * `opsSoftmaxCrossEntropy` take about 19 dispatches; elsewhere those ops.
+ */
 export function softmaxCrossEntropy(options: CrossEntropyOptions = {}): Loss {
+  const { classWeights, labelSmoothing = 0 } = options;
+  const ops = opsSoftmaxCrossEntropy(options);
+  return (logits, labels) => {
+    if (tf.getBackend() !== 'webgpu') return ops(logits, labels);
+    const weights = tf.tensor1d(classWeights ?? new Array<number>(logits.shape[1]).fill(1));
+    return webgpuSoftmaxCrossEntropy(logits, labels, weights, labelSmoothing);
+  };
+}
+
+/** The same loss as tfjs ops on every backend (the reference for the WebGPU shaders). */
+export function opsSoftmaxCrossEntropy(options: CrossEntropyOptions = {}): Loss {
   const { classWeights, labelSmoothing = 0 } = options;
   return (logits, labels) => {
     const k = logits.shape[1];
