@@ -22,6 +22,7 @@ export const DEFAULTS = {
   labelSmoothing: 0,
   lrSchedule: 'plateau',
   warmupEpochs: 0,
+  folds: 0,
   seed: 42,
   backend: 'auto',
 } as const;

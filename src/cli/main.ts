@@ -3,6 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { backbones } from '../backbones/registry.js';
 import { FinetuneError, UsageError } from '../errors.js';
 import { formatAccuracy } from '../train/metrics.js';
+import { formatFoldAccuracy } from '../train/cross-validate.js';
 import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
 import { checkCommand } from './check.js';
 import { doctorCommand } from './doctor.js';
@@ -69,6 +70,12 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
         .default(DEFAULTS.lrSchedule),
     )
     .option('--warmup-epochs <n>', 'with --lr-schedule cosine: epochs of linear warm-up from lr/25 at the start of each stage', number('--warmup-epochs'), DEFAULTS.warmupEpochs)
+    .option(
+      '--folds <k>',
+      'k-fold cross-validation over train + valid (stratified): reports each metric\'s mean ± sd over the folds, then writes a model trained on all of train + valid for the folds\' mean best epochs (0: off)',
+      integer('--folds'),
+      DEFAULTS.folds,
+    )
     .addOption(new Option('--class-weight <how>', 'balance the loss for imbalanced classes').choices(['auto', 'none']).default(DEFAULTS.classWeight))
     .option('--seed <n>', 'seed for the split, data order, augmentation and initial weights', integer('--seed'), DEFAULTS.seed)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default(DEFAULTS.backend))
@@ -97,6 +104,13 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
 
 function summary(result: FineTuneResult): string {
   const lines = [`finetune: done in ${result.seconds.toFixed(1)} s on ${result.engine.backend}`];
+  const cv = result.crossValidation;
+  if (cv) {
+    lines.push(
+      `  val accuracy ${formatFoldAccuracy(cv)}; loss ${cv.mean.loss!.toFixed(4)} ± ${cv.sd.loss!.toFixed(4)} ` +
+        `(each image held out once; the model written trained on all of them for ${cv.epochs.stage1} + ${cv.epochs.stage2} epochs)`,
+    );
+  }
   if (result.metrics) {
     lines.push(`  validation accuracy ${formatAccuracy(result.metrics)}; loss ${result.metrics.loss.toFixed(4)}`);
   }

@@ -42,6 +42,11 @@ export class ActivationCache {
   private loggedStage: number | undefined;
   /** Most bytes kept at once; the Trainer lowers it to what the backend's memory leaves. */
   budgetBytes: number;
+  /**
+   * Images (× copies) that went through the frozen layers from their pixels to fill this cache:
+   * what cross-validation's "computed once" means, counted.
+   */
+  imagesComputed = 0;
 
   constructor(
     readonly model: tf.LayersModel,
@@ -134,6 +139,14 @@ export class ActivationCache {
     }
   }
 
+  /** Frees what is kept for `set` (a finished fold's rows), leaving other sets' entries. */
+  forget(set: ImageSet): void {
+    const perSet = this.entries.get(set);
+    if (!perSet) return;
+    for (const activations of perSet.values()) activations.dispose();
+    this.entries.delete(set);
+  }
+
   dispose(): void {
     this.clear();
   }
@@ -148,12 +161,28 @@ export class ActivationCache {
     const hit = this.entries.get(set)?.get(key);
     if (hit) return hit;
     if (this.usedBytes() + this.bytesFor(set, copies, boundary) > this.budgetBytes) return undefined;
+    const parent = set.rowsOf ? this.outputsAt(set.rowsOf.set, boundary, copies, split) : undefined;
+    if (parent) {
+      // A fold's rows of a cached set: gathered, so each image's frozen output is computed once for all folds.
+      const activations = this.gatherRows(parent, set.rowsOf!, copies);
+      if (!this.entries.has(set)) this.entries.set(set, new Map());
+      this.entries.get(set)!.set(key, activations);
+      return activations;
+    }
     const retained = this.retained;
     const base = retained !== undefined && retained > 0 && retained < boundary ? this.outputsAt(set, retained, copies) : undefined;
     const activations = base ? this.runFrozen(base, retained!, boundary) : this.fromImages(set, boundary, copies, split);
     if (!this.entries.has(set)) this.entries.set(set, new Map());
     this.entries.get(set)!.set(key, activations);
     return activations;
+  }
+
+  /** The rows of `parent` (copy-major, `copies` copies of each image) that `rowsOf` names, in the same layout. */
+  private gatherRows(parent: tf.Tensor, rowsOf: NonNullable<ImageSet['rowsOf']>, copies: number): tf.Tensor {
+    const n = rowsOf.set.images.length;
+    const indices: number[] = [];
+    for (let copy = 0; copy < Math.max(1, copies); copy++) for (const r of rowsOf.rows) indices.push(copy * n + r);
+    return tf.tidy(() => tf.gather(parent, tf.tensor1d(indices, 'int32')));
   }
 
   /** Runs the frozen layers (from, to] over cached activations, a batch at a time. */
@@ -178,6 +207,7 @@ export class ActivationCache {
     const { imageSize: size, preprocessing, batchSize } = this.options;
     const rng = this.options.rng.fork('augment-copies');
     const parts: tf.Tensor[] = [];
+    this.imagesComputed += set.images.length * Math.max(1, copies);
     try {
       for (let copy = 0; copy < Math.max(1, copies); copy++) {
         for (const indices of batchRanges(set.images.length, batchSize)) {

@@ -59,6 +59,12 @@ export interface TrainerOptions extends TrainStepParts {
   checkpoint?: { dir: string; run: Record<string, unknown> };
   /** Test hook: a training batch of more images than this fails as if out of memory. */
   failBatchesAbove?: number;
+  /**
+   * An activation cache to use instead of the Trainer's own (it must be for the same model): shared
+   * by cross-validation's folds, whose sets are rows of one set, so the frozen part runs once for
+   * all. The Trainer does not dispose a cache it was given.
+   */
+  activationCache?: ActivationCache;
 }
 
 export interface FitOptions {
@@ -72,7 +78,7 @@ export interface TrainerData {
   valid?: ImageSet;
 }
 
-type ResolvedTrainerOptions = Required<Omit<TrainerOptions, 'classWeights' | 'callbacks' | 'log' | 'checkpoint' | 'failBatchesAbove' | keyof TrainStepParts>> &
+type ResolvedTrainerOptions = Required<Omit<TrainerOptions, 'classWeights' | 'callbacks' | 'log' | 'checkpoint' | 'failBatchesAbove' | 'activationCache' | keyof TrainStepParts>> &
   Pick<TrainerOptions, 'classWeights' | 'log' | 'checkpoint' | 'failBatchesAbove' | keyof TrainStepParts>;
 
 /**
@@ -101,6 +107,7 @@ export class Trainer {
   private step: TrainStep | undefined;
   private resumed: LoadedCheckpoint | undefined;
   private readonly rng: Rng;
+  private readonly ownsCache: boolean;
 
   constructor(model: tf.LayersModel, blocks: string[][], data: TrainerData, preprocessing: Preprocessing, options: TrainerOptions = {}) {
     this.model = model;
@@ -123,7 +130,8 @@ export class Trainer {
     this.callbacks = options.callbacks ?? [];
     this.rng = new Rng(this.options.seed);
     this.layers = new TrainableLayers(model, blocks);
-    this.cache = new ActivationCache(model, {
+    this.ownsCache = options.activationCache === undefined;
+    this.cache = options.activationCache ?? new ActivationCache(model, {
       imageSize: this.imageSize,
       preprocessing,
       batchSize: this.options.batchSize,
@@ -479,7 +487,7 @@ export class Trainer {
 
   /** Frees the kept activations and folded weights (the model stays usable). */
   dispose(): void {
-    this.cache.dispose();
+    if (this.ownsCache) this.cache.dispose(); // a shared one is its owner's to free
     this.layers.dispose();
   }
 
