@@ -11,7 +11,7 @@ import { loadBackboneWeights, seedRandomWeights } from './backbones/weights.js';
 import { loadImageData, type ImageData } from './data/image-data.js';
 import { storeImages } from './data/pixel-store.js';
 import { discoverLayout } from './data/layout.js';
-import type { AugmentLevel, DatasetLayout, ResizeMode } from './data/types.js';
+import { AUGMENT_LEVELS, type AugmentLevel, type DatasetLayout, type ResizeMode } from './data/types.js';
 import { exactCrossSplitDuplicates } from './check/exact.js';
 import { DEFAULTS } from './defaults.js';
 import { initEngine, type BackendRequest, type EngineInfo } from './engine/backend.js';
@@ -544,7 +544,7 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
   check(resolved.valSplit >= 0 && resolved.valSplit < 1, '--val-split', 'use a fraction in [0, 1), e.g. 0.2', resolved.valSplit);
   oneOf('--resize', resolved.resize, ['stretch', 'crop', 'pad']);
   oneOf('--preprocess', resolved.preprocess, ['backbone', 'dataset-mean']);
-  oneOf('--augment', resolved.augment, ['none', 'light', 'strong']);
+  oneOf('--augment', resolved.augment, AUGMENT_LEVELS);
   oneOf('--class-weight', resolved.classWeight, ['auto', 'none']);
   oneOf('--lr-schedule', resolved.lrSchedule, ['plateau', 'cosine', 'one-cycle']);
   check(resolved.labelSmoothing >= 0 && resolved.labelSmoothing < 1, '--label-smoothing', 'use a value in [0, 1), e.g. 0.1', resolved.labelSmoothing);

@@ -3,6 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { backbones } from '../backbones/registry.js';
 import { FinetuneError, UsageError } from '../errors.js';
 import { formatAccuracy } from '../train/metrics.js';
+import { AUGMENT_LEVELS } from '../data/types.js';
 import { formatFoldAccuracy } from '../train/cross-validate.js';
 import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
 import { checkCommand } from './check.js';
@@ -45,7 +46,15 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
         .choices(['backbone', 'dataset-mean'])
         .default(DEFAULTS.preprocess),
     )
-    .addOption(new Option('--augment <level>', 'training augmentation: flips, rotation, shift, zoom, brightness/contrast').choices(['none', 'light', 'strong']).default(DEFAULTS.augment))
+    .addOption(
+      new Option(
+        '--augment <level>',
+        'training augmentation: light/strong: flip, rotation, shift, zoom, brightness/contrast; randaugment: flip + 2 of identity, auto-contrast, equalize, ' +
+          'rotate, shear x/y, translate x/y, color, contrast, brightness, sharpness, posterize at magnitude 9/10',
+      )
+        .choices([...AUGMENT_LEVELS])
+        .default(DEFAULTS.augment),
+    )
     .option(
       '--augment-copies <k>',
       "with augmentation: compute the frozen layers' output once for K augmented copies of each image (fast epochs) instead of every epoch (0)",
