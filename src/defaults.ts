@@ -23,6 +23,8 @@ export const DEFAULTS = {
   lrSchedule: 'plateau',
   warmupEpochs: 0,
   folds: 0,
+  mixup: 0,
+  cutmix: 0,
   seed: 42,
   backend: 'auto',
 } as const;

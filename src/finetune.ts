@@ -102,6 +102,13 @@ export interface FineTuneOptions {
    * for the folds' mean best epoch count per stage.
    */
   folds?: number;
+  /**
+   * Mixup α (0: off): λ ~ Beta(α, α) per batch; mixes the frozen layers' output for the batch (manifold
+   * mixup at the frozen boundary, so cached activations still serve) and the targets.
+   */
+  mixup?: number;
+  /** CutMix α (0: off): pastes a box of another training image, targets mixed by area; the frozen layers then run every batch. */
+  cutmix?: number;
   seed?: number;
   backend?: BackendRequest;
   /**
@@ -258,6 +265,8 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     // Random weights carry no features worth freezing: train every layer, BatchNorm included.
     trainBatchNorm: opts.trainBatchNorm || fromScratch,
     dropout: opts.dropout,
+    mixup: opts.mixup,
+    cutmix: opts.cutmix,
     // One budget for every cache: what the decoded images hold in memory is not left for activations.
     cacheBytes: Math.max(0, opts.cacheMb * 1024 ** 2 - data.memoryBytes),
   };
@@ -529,6 +538,8 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
     lrSchedule: options.lrSchedule ?? DEFAULTS.lrSchedule,
     warmupEpochs: options.warmupEpochs ?? DEFAULTS.warmupEpochs,
     folds: options.folds ?? DEFAULTS.folds,
+    mixup: options.mixup ?? DEFAULTS.mixup,
+    cutmix: options.cutmix ?? DEFAULTS.cutmix,
     seed: options.seed ?? DEFAULTS.seed,
     backend: options.backend ?? DEFAULTS.backend,
   };
@@ -561,6 +572,11 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
     );
   }
   wholeAtLeast('--epochs', resolved.epochs, 1);
+  check(Number.isFinite(resolved.mixup) && resolved.mixup >= 0, '--mixup', 'use an α ≥ 0 (0.2 is common; 0: off)', resolved.mixup);
+  check(Number.isFinite(resolved.cutmix) && resolved.cutmix >= 0, '--cutmix', 'use an α ≥ 0 (1 is common; 0: off)', resolved.cutmix);
+  if (resolved.cutmix > 0 && resolved.augmentCopies > 0) {
+    throw new UsageError(`--cutmix ${resolved.cutmix} pastes pixels every batch, so --augment-copies ${resolved.augmentCopies} (cached copies) cannot serve it: drop one of them.`);
+  }
   check(Number.isInteger(resolved.folds) && resolved.folds !== 1 && resolved.folds >= 0, '--folds', 'use a whole number ≥ 2 (5 is common), or 0 for no cross-validation', resolved.folds);
   if (resolved.folds > 0 && resolved.weights === 'none') {
     throw new UsageError(`--folds ${resolved.folds} needs pretrained weights (its folds share the frozen backbone's output): drop --weights none or --folds.`);

@@ -85,6 +85,18 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
       integer('--folds'),
       DEFAULTS.folds,
     )
+    .option(
+      '--mixup <alpha>',
+      'mixup: mix each batch with itself shuffled, λ ~ Beta(α, α), targets mixed alike; mixes the frozen layers\' output (manifold mixup), not pixels (0: off)',
+      number('--mixup'),
+      DEFAULTS.mixup,
+    )
+    .option(
+      '--cutmix <alpha>',
+      'CutMix: paste a box of another training image (area 1 − λ, λ ~ Beta(α, α)), targets mixed by area; the frozen layers then run every batch (0: off)',
+      number('--cutmix'),
+      DEFAULTS.cutmix,
+    )
     .addOption(new Option('--class-weight <how>', 'balance the loss for imbalanced classes').choices(['auto', 'none']).default(DEFAULTS.classWeight))
     .option('--seed <n>', 'seed for the split, data order, augmentation and initial weights', integer('--seed'), DEFAULTS.seed)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default(DEFAULTS.backend))
