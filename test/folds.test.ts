@@ -170,6 +170,7 @@ describe('finetune --folds (CLI)', () => {
     const history = readFileSync(path.join(out, 'history.csv'), 'utf8').trim().split('\n').slice(1);
     expect(history.filter((l) => l.startsWith('1,'))).toHaveLength(folds.finalEpochs.stage1);
     expect(existsSync(path.join(out, 'model/model.json'))).toBe(true);
+    expect(readFileSync(path.join(out, 'report.html'), 'utf8')).toMatch(/validation accuracy, mean ± sd over 3 folds/);
     const runs = cli('runs', out);
     expect(runs.stdout).toMatch(/ ± \d\.\d{3} \(3 folds\)/);
   }, 180_000);
