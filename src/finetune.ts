@@ -293,7 +293,9 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     if (pooled && sharedCache) {
       reporter.info(
         `cross-validation: ${opts.folds} stratified folds over the ${pooled.images.length} train + validation images; ` +
-          `each image's frozen-layer output is computed once and shared by the folds`,
+          (opts.augment === 'none' || opts.augmentCopies > 0
+            ? `each image's frozen-layer output is computed once and shared by the folds`
+            : `held-out images' frozen-layer output is computed once and shared by the folds; augmented training images go through the frozen layers every epoch (--augment-copies K or --augment none avoid that)`),
       );
       crossValidation = await crossValidate(model, blocks, pooled, data.classes, preprocessing, sharedCache, {
         k: opts.folds,
