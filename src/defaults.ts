@@ -22,6 +22,9 @@ export const DEFAULTS = {
   labelSmoothing: 0,
   lrSchedule: 'plateau',
   warmupEpochs: 0,
+  folds: 0,
+  mixup: 0,
+  cutmix: 0,
   seed: 42,
   backend: 'auto',
 } as const;

@@ -11,7 +11,7 @@ import { loadBackboneWeights, seedRandomWeights } from './backbones/weights.js';
 import { loadImageData, type ImageData } from './data/image-data.js';
 import { storeImages } from './data/pixel-store.js';
 import { discoverLayout } from './data/layout.js';
-import type { AugmentLevel, DatasetLayout, ResizeMode } from './data/types.js';
+import { AUGMENT_LEVELS, type AugmentLevel, type DatasetLayout, type ResizeMode } from './data/types.js';
 import { exactCrossSplitDuplicates } from './check/exact.js';
 import { defaultDiskCacheMb, DiskCache } from './cache/disk-cache.js';
 import { DEFAULTS } from './defaults.js';
@@ -40,6 +40,8 @@ import { LearningRateSchedule, type ScheduleName } from './train/schedules.js';
 import { Trainer } from './train/trainer.js';
 import type { Callback, EpochLogs, UnfreezeSpec } from './train/types.js';
 import { classificationMetrics, type ClassificationMetrics } from './train/metrics.js';
+import { crossValidate, formatFoldAccuracy, sharedActivationCache, type CrossValidation } from './train/cross-validate.js';
+import { concatSets, stratifiedFolds } from './data/folds.js';
 
 /** Everything `finetune <data>` can be told; every field but `data` has a default. */
 export interface FineTuneOptions {
@@ -102,6 +104,19 @@ export interface FineTuneOptions {
   lrSchedule?: ScheduleName;
   /** Epochs of linear warm-up at the start of each stage, with lrSchedule 'cosine'. */
   warmupEpochs?: number;
+  /**
+   * k-fold cross-validation over train + valid (stratified, seeded; 0: off): metrics.json reports
+   * each fold's metrics and their mean ± sd, and the model written is trained on all of train + valid
+   * for the folds' mean best epoch count per stage.
+   */
+  folds?: number;
+  /**
+   * Mixup α (0: off): λ ~ Beta(α, α) per batch; mixes the frozen layers' output for the batch (manifold
+   * mixup at the frozen boundary, so cached activations still serve) and the targets.
+   */
+  mixup?: number;
+  /** CutMix α (0: off): pastes a box of another training image, targets mixed by area; the frozen layers then run every batch. */
+  cutmix?: number;
   seed?: number;
   backend?: BackendRequest;
   /**
@@ -140,6 +155,8 @@ export interface FineTuneResult {
   metrics?: ClassificationMetrics;
   /** Metrics of the final model on the labelled test set (test/<class>/); undefined without one. */
   testMetrics?: ClassificationMetrics;
+  /** With `folds`: each fold's held-out metrics and their mean ± sd (`metrics` is then undefined). */
+  crossValidation?: CrossValidation;
   /** Predictions for the test images. */
   predictions: { file: string; label: string; confidence: number; probabilities: number[] }[];
   skipped: number;
@@ -168,6 +185,9 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const dataRoot = path.resolve(opts.data);
   const out = path.resolve(opts.out);
   const files = (name: string) => path.join(out, name);
+  if (options.resume && opts.folds > 0) {
+    throw new UsageError(`--resume cannot continue a --folds ${opts.folds} run (its folds keep no checkpoint): start it again with --overwrite.`);
+  }
   await prepareOutputFolder(out, dataRoot, opts.overwrite || options.resume === true);
   const checkpoint = options.resume ? await openCheckpoint(files(RUN_FILES.checkpoint), opts) : undefined;
 
@@ -177,6 +197,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const layout = await discoverLayout(dataRoot, { valSplit: opts.valSplit, seed: opts.seed });
   for (const warning of layout.warnings ?? []) reporter.warn(warning);
   const dataWarnings = await checkSplits(layout, opts, reporter);
+  if (opts.folds > 0) stratifiedFolds([...layout.train, ...layout.valid].map((f) => f.label), opts.folds, opts.seed); // k > a class's images fails now
   // Weights before decoding: a missing or mismatched weights file should fail in seconds, not after.
   const fromScratch = opts.weights === 'none';
   // From random weights every BN layer trains, and a few hundred steps must be enough for its
@@ -225,12 +246,15 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   const model = attachHead(backbone, { numClasses: data.classes.length, dropout: opts.dropout, seed: opts.seed });
   const preprocessing: Preprocessing =
     opts.preprocess === 'dataset-mean' ? withDatasetMean(spec.preprocessing, channelMean(storeImages(data.train.images))) : spec.preprocessing;
-  const classWeights = opts.classWeight === 'auto' ? balancedClassWeights(data.train.labels, data.classes.length) : undefined;
+  // --folds: the folds and the final model use train + valid as one labelled set (no validation set is left).
+  const pooled = opts.folds > 0 ? concatSets(data.train, data.valid) : undefined;
+  const trainSet = pooled ?? data.train;
+  const classWeights = opts.classWeight === 'auto' ? balancedClassWeights(trainSet.labels, data.classes.length) : undefined;
   const modelInfo = { classes: data.classes, imageSize: opts.imageSize, resize: opts.resize, preprocessing };
 
   await fs.mkdir(out, { recursive: true });
   const config = runConfig({ opts, spec, data, layoutInfo: layout, preprocessing, engine, weightsSource, dataRoot, fingerprint, dataWarnings });
-  const hasValid = data.valid.images.length > 0;
+  const hasValid = !pooled && data.valid.images.length > 0;
   const monitor = hasValid ? 'valLoss' : 'loss';
   const earlyStopping = new EarlyStopping({ patience: opts.patience, monitor });
   const callbacks: Callback[] = [
@@ -246,20 +270,28 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     progressCallback(reporter),
     ...(options.callbacks ?? []),
   ];
-  const trainer = new Trainer(model, blocks, data, preprocessing, {
+  const trainerOptions = {
     batchSize: opts.batchSize,
     augment: opts.augment,
     augmentCopies: opts.augmentCopies,
-    log: (message) => reporter.info(message),
+    log: (message: string) => reporter.info(message),
     seed: opts.seed,
-    loss: softmaxCrossEntropy({ classWeights, labelSmoothing: opts.labelSmoothing }),
     // Random weights carry no features worth freezing: train every layer, BatchNorm included.
     trainBatchNorm: opts.trainBatchNorm || fromScratch,
     dropout: opts.dropout,
+    mixup: opts.mixup,
+    cutmix: opts.cutmix,
     // One budget for every cache: what the decoded images hold in memory is not left for activations.
     cacheBytes: Math.max(0, opts.cacheMb * 1024 ** 2 - data.memoryBytes),
+  };
+  // Cross-validation's folds and the final fit share one cache: each image's frozen output is computed once.
+  const sharedCache = pooled ? sharedActivationCache(model, preprocessing, { ...trainerOptions, ...(diskCache ? { diskCache } : {}) }) : undefined;
+  const trainer = new Trainer(model, blocks, pooled ? { train: pooled } : data, preprocessing, {
+    ...trainerOptions,
+    loss: softmaxCrossEntropy({ classWeights, labelSmoothing: opts.labelSmoothing }),
     callbacks,
-    checkpoint: { dir: files(RUN_FILES.checkpoint), run: { options: runIdentity(opts), fingerprint } },
+    ...(sharedCache ? { activationCache: sharedCache } : {}),
+    ...(pooled ? {} : { checkpoint: { dir: files(RUN_FILES.checkpoint), run: { options: runIdentity(opts), fingerprint } } }),
     failBatchesAbove: options.failBatchesAbove ?? envNumber('FINETUNE_TEST_FAIL_BATCHES_ABOVE'),
     ...(diskCache ? { diskCache } : {}),
   });
@@ -269,7 +301,42 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     reporter.info(`resuming after stage ${stage}, epoch ${epoch}${stageComplete ? ' (stage complete)' : ''}`);
   }
 
+  let crossValidation: CrossValidation | undefined;
+  let stage1Epochs = opts.epochs;
+  let stage2Epochs = stage2 ? opts.fineTuneEpochs : 0;
   try {
+    if (pooled && sharedCache) {
+      reporter.info(
+        `cross-validation: ${opts.folds} stratified folds over the ${pooled.images.length} train + validation images; ` +
+          (opts.augment === 'none' || opts.augmentCopies > 0
+            ? `each image's frozen-layer output is computed once and shared by the folds`
+            : `held-out images' frozen-layer output is computed once and shared by the folds; augmented training images go through the frozen layers every epoch (--augment-copies K or --augment none avoid that)`),
+      );
+      crossValidation = await crossValidate(model, blocks, pooled, data.classes, preprocessing, sharedCache, {
+        k: opts.folds,
+        seed: opts.seed,
+        epochs: opts.epochs,
+        lr: opts.lr,
+        ...(stage2 ? { stage2: { what: stage2, epochs: opts.fineTuneEpochs, lr: opts.fineTuneLr } } : {}),
+        patience: opts.patience,
+        classWeights: opts.classWeight === 'auto',
+        labelSmoothing: opts.labelSmoothing,
+        trainer: trainerOptions,
+        schedule: () =>
+          opts.lrSchedule === 'plateau'
+            ? new ReduceLROnPlateau({ patience: Math.max(1, Math.ceil(opts.patience / 2)), monitor: 'valLoss' })
+            : new LearningRateSchedule(opts.lrSchedule, { warmupEpochs: opts.warmupEpochs }),
+        callbacks: () => [progressCallback(reporter)],
+        signal: options.signal,
+        log: (message) => reporter.info(message),
+      });
+      stage1Epochs = crossValidation.epochs.stage1;
+      stage2Epochs = crossValidation.epochs.stage2;
+      reporter.info(
+        `cross-validation: val accuracy ${formatFoldAccuracy(crossValidation)} (${crossValidation.imagesComputed} images through the frozen layers); ` +
+          `the model written trains on all ${pooled.images.length} images for ${stage1Epochs} + ${stage2Epochs} epochs, the folds' mean best epochs`,
+      );
+    }
     if (fromScratch) {
       trainer.unfreeze({ blocks: Number.MAX_SAFE_INTEGER });
       reporter.info(`training every layer of ${spec.name} from random weights for up to ${opts.epochs} epochs (lr ${opts.lr}); no stage 2`);
@@ -278,15 +345,15 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     }
     // Stage 1 caches what lies below stage 2's layers, so unfreezing needn't run the backbone again.
     if (stage2) trainer.retainActivationsFor(stage2);
-    await trainer.fit(opts.epochs, opts.lr, 1, { signal: options.signal });
+    await trainer.fit(stage1Epochs, opts.lr, 1, { signal: options.signal });
 
-    if (stage2) {
+    if (stage2 && stage2Epochs > 0) {
       const unfrozen = trainer.unfreeze(stage2);
       reporter.info(
         `stage 2: fine-tuning ${unfrozen.length} backbone layers (${unfrozen[0]} … ${unfrozen.at(-1)}) ` +
-          `for up to ${opts.fineTuneEpochs} epochs (lr ${opts.fineTuneLr})`,
+          `for up to ${stage2Epochs} epochs (lr ${opts.fineTuneLr})`,
       );
-      await trainer.fit(opts.fineTuneEpochs, opts.fineTuneLr, 2, { signal: options.signal });
+      await trainer.fit(stage2Epochs, opts.fineTuneLr, 2, { signal: options.signal });
     }
 
     // The model now holds the best epoch's weights (EarlyStopping restores them at each stage end).
@@ -308,8 +375,9 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       ...config,
       results: {
         bestEpoch: best ?? null,
-        valAccuracy: metrics?.accuracy ?? null,
-        valLoss: metrics?.loss ?? null,
+        valAccuracy: metrics?.accuracy ?? crossValidation?.mean.accuracy ?? null,
+        valLoss: metrics?.loss ?? crossValidation?.mean.loss ?? null,
+        ...(crossValidation ? { folds: foldsJson(crossValidation, false) } : {}),
         ...(testMetrics ? { testAccuracy: testMetrics.accuracy, testLoss: testMetrics.loss } : {}),
         stageSeconds: trainer.stageSeconds,
         seconds: (performance.now() - started) / 1000,
@@ -318,8 +386,14 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     await saveClassifierModel(model, files(RUN_FILES.model), modelInfo);
     await writeJson(files(RUN_FILES.config), finalConfig);
     await writeHistoryCsv(files(RUN_FILES.history), trainer.history);
-    if (metrics || testMetrics) {
-      await writeJson(files(RUN_FILES.metrics), { classes: data.classes, ...metrics, ...(testMetrics ? { test: testMetrics } : {}) });
+    const hasMetrics = metrics !== undefined || testMetrics !== undefined || crossValidation !== undefined;
+    if (hasMetrics) {
+      await writeJson(files(RUN_FILES.metrics), {
+        classes: data.classes,
+        ...metrics,
+        ...(crossValidation ? { folds: foldsJson(crossValidation, true) } : {}),
+        ...(testMetrics ? { test: testMetrics } : {}),
+      });
     }
     await writeSkippedCsv(files(RUN_FILES.skipped), data.skipped, dataRoot);
     // The pictures are a view of the run, not the run: one that cannot be drawn (e.g. a
@@ -345,7 +419,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     }
     // A rerun with --overwrite must not leave an earlier run's files that this run did not write,
     // and a finished run needs no checkpoint: the model is complete.
-    if (!metrics && !testMetrics) await fs.rm(files(RUN_FILES.metrics), { force: true });
+    if (!hasMetrics) await fs.rm(files(RUN_FILES.metrics), { force: true });
     if (predictions.length === 0) await fs.rm(files(RUN_FILES.predictions), { force: true });
     await fs.rm(files(RUN_FILES.checkpoint), { recursive: true, force: true });
     const exported =
@@ -357,7 +431,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         `${RUN_FILES.model}/`,
         RUN_FILES.config,
         RUN_FILES.history,
-        ...(metrics || testMetrics ? [RUN_FILES.metrics] : []),
+        ...(hasMetrics ? [RUN_FILES.metrics] : []),
         RUN_FILES.skipped,
         ...(predictions.length > 0 ? [RUN_FILES.predictions] : []),
         ...reportFiles,
@@ -368,6 +442,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       history: trainer.history,
       metrics,
       ...(testMetrics ? { testMetrics } : {}),
+      ...(crossValidation ? { crossValidation } : {}),
       predictions,
       skipped: data.skipped.length,
       seconds: (performance.now() - started) / 1000,
@@ -389,8 +464,35 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     data.dispose();
     earlyStopping.disposeWeights();
     trainer.dispose();
+    sharedCache?.dispose();
     model.dispose();
   }
+}
+
+/**
+ * metrics.json's (and finetune.json's) `folds`: k, the mean and sd of each metric, the epochs the
+ * final model trained for, and (`perFold`) each fold's size, best epochs and metrics.
+ */
+function foldsJson(cv: CrossValidation, perFold: boolean) {
+  return {
+    k: cv.k,
+    mean: cv.mean,
+    sd: cv.sd,
+    finalEpochs: cv.epochs,
+    model: 'trained on all of train + valid for the folds\' mean best epochs per stage',
+    ...(perFold
+      ? {
+          perFold: cv.folds.map((f) => ({
+            fold: f.fold,
+            trainImages: f.trainImages,
+            validImages: f.validImages,
+            bestEpochs: f.bestEpochs,
+            seconds: f.seconds,
+            ...f.metrics,
+          })),
+        }
+      : {}),
+  };
 }
 
 /**
@@ -467,6 +569,9 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
     labelSmoothing: options.labelSmoothing ?? DEFAULTS.labelSmoothing,
     lrSchedule: options.lrSchedule ?? DEFAULTS.lrSchedule,
     warmupEpochs: options.warmupEpochs ?? DEFAULTS.warmupEpochs,
+    folds: options.folds ?? DEFAULTS.folds,
+    mixup: options.mixup ?? DEFAULTS.mixup,
+    cutmix: options.cutmix ?? DEFAULTS.cutmix,
     seed: options.seed ?? DEFAULTS.seed,
     backend: options.backend ?? DEFAULTS.backend,
   };
@@ -482,7 +587,7 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
   check(resolved.valSplit >= 0 && resolved.valSplit < 1, '--val-split', 'use a fraction in [0, 1), e.g. 0.2', resolved.valSplit);
   oneOf('--resize', resolved.resize, ['stretch', 'crop', 'pad']);
   oneOf('--preprocess', resolved.preprocess, ['backbone', 'dataset-mean']);
-  oneOf('--augment', resolved.augment, ['none', 'light', 'strong']);
+  oneOf('--augment', resolved.augment, AUGMENT_LEVELS);
   oneOf('--class-weight', resolved.classWeight, ['auto', 'none']);
   oneOf('--lr-schedule', resolved.lrSchedule, ['plateau', 'cosine', 'one-cycle']);
   check(resolved.labelSmoothing >= 0 && resolved.labelSmoothing < 1, '--label-smoothing', 'use a value in [0, 1), e.g. 0.1', resolved.labelSmoothing);
@@ -499,6 +604,15 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
     );
   }
   wholeAtLeast('--epochs', resolved.epochs, 1);
+  check(Number.isFinite(resolved.mixup) && resolved.mixup >= 0, '--mixup', 'use an α ≥ 0 (0.2 is common; 0: off)', resolved.mixup);
+  check(Number.isFinite(resolved.cutmix) && resolved.cutmix >= 0, '--cutmix', 'use an α ≥ 0 (1 is common; 0: off)', resolved.cutmix);
+  if (resolved.cutmix > 0 && resolved.augmentCopies > 0) {
+    throw new UsageError(`--cutmix ${resolved.cutmix} pastes pixels every batch, so --augment-copies ${resolved.augmentCopies} (cached copies) cannot serve it: drop one of them.`);
+  }
+  check(Number.isInteger(resolved.folds) && resolved.folds !== 1 && resolved.folds >= 0, '--folds', 'use a whole number ≥ 2 (5 is common), or 0 for no cross-validation', resolved.folds);
+  if (resolved.folds > 0 && resolved.weights === 'none') {
+    throw new UsageError(`--folds ${resolved.folds} needs pretrained weights (its folds share the frozen backbone's output): drop --weights none or --folds.`);
+  }
   wholeAtLeast('--fine-tune-epochs', resolved.fineTuneEpochs, 0);
   wholeAtLeast('--batch-size', resolved.batchSize, 1);
   wholeAtLeast('--unfreeze', resolved.unfreeze, 1);

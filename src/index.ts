@@ -14,6 +14,8 @@ export { discoverLayout } from './data/layout.js';
 export { decodeImage, decodeAll } from './data/decode.js';
 export type { DecodeOptions } from './data/decode.js';
 export { augmentImage } from './data/augment.js';
+export { randAugment } from './data/randaugment.js';
+export { stratifiedFolds } from './data/folds.js';
 export { loadImageData } from './data/image-data.js';
 export type { ImageData } from './data/image-data.js';
 export { imageBatch } from './data/batches.js';
@@ -47,6 +49,8 @@ export type { Metric, OptimizerFactory, StepOptimizer, StepTotals, TrainStepPart
 export { softmaxCrossEntropy } from './train/loss.js';
 export type { CrossEntropyOptions, Loss } from './train/loss.js';
 export { ActivationCache } from './train/activation-cache.js';
+export { crossValidate } from './train/cross-validate.js';
+export type { CrossValidation, FoldResult } from './train/cross-validate.js';
 export type { ActivationCacheOptions, TrainingActivations } from './train/activation-cache.js';
 export { DiskCache, defaultCacheDir } from './cache/disk-cache.js';
 export type { DiskCacheOptions, DiskCacheStats } from './cache/disk-cache.js';

@@ -3,6 +3,8 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { backbones } from '../backbones/registry.js';
 import { FinetuneError, UsageError } from '../errors.js';
 import { formatAccuracy } from '../train/metrics.js';
+import { AUGMENT_LEVELS } from '../data/types.js';
+import { formatFoldAccuracy } from '../train/cross-validate.js';
 import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
 import { cacheCommand } from './cache.js';
 import { checkCommand } from './check.js';
@@ -74,7 +76,15 @@ export function addTrainingOptions(command: Command): Command {
         .choices(['backbone', 'dataset-mean'])
         .default(DEFAULTS.preprocess),
     )
-    .addOption(new Option('--augment <level>', 'training augmentation: flips, rotation, shift, zoom, brightness/contrast').choices(['none', 'light', 'strong']).default(DEFAULTS.augment))
+    .addOption(
+      new Option(
+        '--augment <level>',
+        'training augmentation: light/strong: flip, rotation, shift, zoom, brightness/contrast; randaugment: flip + 2 of identity, auto-contrast, equalize, ' +
+          'rotate, shear x/y, translate x/y, color, contrast, brightness, sharpness, posterize at magnitude 9/10',
+      )
+        .choices([...AUGMENT_LEVELS])
+        .default(DEFAULTS.augment),
+    )
     .option(
       '--augment-copies <k>',
       "with augmentation: compute the frozen layers' output once for K augmented copies of each image (fast epochs) instead of every epoch (0)",
@@ -101,6 +111,24 @@ export function addTrainingOptions(command: Command): Command {
         .default(DEFAULTS.lrSchedule),
     )
     .option('--warmup-epochs <n>', 'with --lr-schedule cosine: epochs of linear warm-up from lr/25 at the start of each stage', number('--warmup-epochs'), DEFAULTS.warmupEpochs)
+    .option(
+      '--folds <k>',
+      'k-fold cross-validation over train + valid (stratified): reports each metric\'s mean ± sd over the folds, then writes a model trained on all of train + valid for the folds\' mean best epochs (0: off)',
+      integer('--folds'),
+      DEFAULTS.folds,
+    )
+    .option(
+      '--mixup <alpha>',
+      'mixup: mix each batch with itself shuffled, λ ~ Beta(α, α), targets mixed alike; mixes the frozen layers\' output (manifold mixup), not pixels (0: off)',
+      number('--mixup'),
+      DEFAULTS.mixup,
+    )
+    .option(
+      '--cutmix <alpha>',
+      'CutMix: paste a box of another training image (area 1 − λ, λ ~ Beta(α, α)), targets mixed by area; the frozen layers then run every batch (0: off)',
+      number('--cutmix'),
+      DEFAULTS.cutmix,
+    )
     .addOption(new Option('--class-weight <how>', 'balance the loss for imbalanced classes').choices(['auto', 'none']).default(DEFAULTS.classWeight))
     .option('--seed <n>', 'seed for the split, data order, augmentation and initial weights', integer('--seed'), DEFAULTS.seed)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default(DEFAULTS.backend))
@@ -116,6 +144,13 @@ export function toFineTuneOptions(data: string, flags: Record<string, unknown>):
 
 function summary(result: FineTuneResult): string {
   const lines = [`finetune: done in ${result.seconds.toFixed(1)} s on ${result.engine.backend}`];
+  const cv = result.crossValidation;
+  if (cv) {
+    lines.push(
+      `  val accuracy ${formatFoldAccuracy(cv)}; loss ${cv.mean.loss!.toFixed(4)} ± ${cv.sd.loss!.toFixed(4)} ` +
+        `(each image held out once; the model written trained on all of them for ${cv.epochs.stage1} + ${cv.epochs.stage2} epochs)`,
+    );
+  }
   if (result.metrics) {
     lines.push(`  validation accuracy ${formatAccuracy(result.metrics)}; loss ${result.metrics.loss.toFixed(4)}`);
   }

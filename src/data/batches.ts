@@ -13,6 +13,11 @@ export interface ImageSet {
   labels: Int32Array;
   /** Source file per image. */
   paths: string[];
+  /**
+   * Set when this set is rows of another (a cross-validation fold): image i is `rowsOf.set`'s
+   * image `rowsOf.rows[i]`, so the activation cache gathers its rows instead of computing them again.
+   */
+  rowsOf?: { set: ImageSet; rows: readonly number[] };
 }
 
 export interface BatchOptions {

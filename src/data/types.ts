@@ -51,5 +51,8 @@ export interface DecodedImage {
   pixels: Uint8Array;
 }
 
-/** Augmentation strength for training images. */
-export type AugmentLevel = 'none' | 'light' | 'strong';
+/** Augmentation for training images: the levels of `augmentImage`, or RandAugment (src/data/randaugment.ts). */
+export type AugmentLevel = 'none' | 'light' | 'strong' | 'randaugment';
+
+/** Every `--augment` value. */
+export const AUGMENT_LEVELS: readonly AugmentLevel[] = ['none', 'light', 'strong', 'randaugment'];

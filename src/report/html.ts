@@ -146,8 +146,15 @@ function summarySection(config: RunConfig, metrics: ReportInput['metrics'], spli
   const cards: [string, string][] = [];
   const accuracy = metrics?.accuracy ?? numberOrUndefined(results?.valAccuracy);
   const loss = metrics?.loss ?? numberOrUndefined(results?.valLoss);
-  cards.push([`${split} accuracy`, percent(accuracy)]);
-  cards.push([`${split} loss`, fixed(loss)]);
+  const folds = metrics ? undefined : results?.folds;
+  if (folds) {
+    // --folds: the folds' mean ± sd (the model written has no held-out images of its own).
+    cards.push([`${split} accuracy, mean ± sd over ${folds.k} folds`, `${percent(accuracy)} ± ${percent(folds.sd?.accuracy)}`]);
+    cards.push([`${split} loss, mean ± sd over ${folds.k} folds`, `${fixed(loss)} ± ${fixed(folds.sd?.loss)}`]);
+  } else {
+    cards.push([`${split} accuracy`, percent(accuracy)]);
+    cards.push([`${split} loss`, fixed(loss)]);
+  }
   if (metrics) cards.push(['balanced accuracy', percent(metrics.balancedAccuracy)]);
   if (metrics?.rocAuc !== undefined) cards.push(['ROC AUC', fixed(metrics.rocAuc)]);
   const testAccuracy = numberOrUndefined(results?.testAccuracy);

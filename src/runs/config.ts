@@ -32,6 +32,8 @@ export interface RunConfig {
     /** On test/<class>/, when the data had a labelled test set. */
     testAccuracy?: number | null;
     testLoss?: number | null;
+    /** With --folds: valAccuracy and valLoss are the folds' means; these their k and sample sd. */
+    folds?: { k: number; sd?: { accuracy?: number; loss?: number } };
     stageSeconds?: number[];
     seconds?: number;
   };

@@ -35,7 +35,12 @@ export function formatRunsTable(runs: readonly RunSummary[], options: RunsTableO
     { header: 'backbone', align: 'left', cells: runs.map((r) => r.backbone) },
   ];
   const results: Column[] = [
-    { header: 'val acc', align: 'right', cells: runs.map((r) => number(r.valAccuracy)) },
+    {
+      header: 'val acc',
+      align: 'right',
+      // A cross-validated run's is the folds' mean: "0.9333 ± 0.058 (3 folds)".
+      cells: runs.map((r) => number(r.valAccuracy) + (r.valAccuracySd !== undefined ? ` ± ${r.valAccuracySd.toFixed(3)} (${r.folds} folds)` : '')),
+    },
     { header: 'val loss', align: 'right', cells: runs.map((r) => number(r.valLoss)) },
     ...(runs.some((r) => r.testAccuracy !== undefined)
       ? [{ header: 'test acc', align: 'right' as const, cells: runs.map((r) => number(r.testAccuracy)) }]

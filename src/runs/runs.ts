@@ -22,6 +22,9 @@ export interface RunSummary {
   complete: boolean;
   valAccuracy?: number;
   valLoss?: number;
+  /** With --folds: valAccuracy is the mean over this many folds, ± valAccuracySd. */
+  folds?: number;
+  valAccuracySd?: number;
   /** Accuracy on the labelled test set (test/<class>/), when the run had one. */
   testAccuracy?: number;
   /** metrics.json's balanced accuracy, when the run has one. */
@@ -117,6 +120,8 @@ export async function loadRun(
     complete: results !== undefined,
     valAccuracy: numberOrUndefined(results?.valAccuracy) ?? metrics?.accuracy,
     valLoss: numberOrUndefined(results?.valLoss) ?? metrics?.loss,
+    folds: numberOrUndefined(results?.folds?.k),
+    valAccuracySd: numberOrUndefined(results?.folds?.sd?.accuracy),
     testAccuracy: numberOrUndefined(results?.testAccuracy),
     balancedAccuracy: metrics?.balancedAccuracy,
     rocAuc: metrics?.rocAuc,

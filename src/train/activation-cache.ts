@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 import type { DiskCache } from '../cache/disk-cache.js';
 import { AUGMENT_PARAMS } from '../data/augment.js';
+import { RANDAUGMENT, RANDAUGMENT_OPS } from '../data/randaugment.js';
 import type { Preprocessing } from '../backbones/preprocess.js';
 import { batchRanges, imageBatch, type ImageSet } from '../data/batches.js';
 import type { Rng } from '../data/rng.js';
@@ -61,6 +62,11 @@ export class ActivationCache {
   readonly persisted = { rows: 0, hits: 0 };
   /** Most bytes kept at once; the Trainer lowers it to what the backend's memory leaves. */
   budgetBytes: number;
+  /**
+   * Images (× copies) that went through the frozen layers from their pixels to fill this cache:
+   * what cross-validation's "computed once" means, counted.
+   */
+  imagesComputed = 0;
 
   constructor(
     readonly model: tf.LayersModel,
@@ -161,6 +167,14 @@ export class ActivationCache {
     }
   }
 
+  /** Frees what is kept for `set` (a finished fold's rows), leaving other sets' entries. */
+  forget(set: ImageSet): void {
+    const perSet = this.entries.get(set);
+    if (!perSet) return;
+    for (const activations of perSet.values()) activations.dispose();
+    this.entries.delete(set);
+  }
+
   dispose(): void {
     this.clear();
   }
@@ -175,6 +189,14 @@ export class ActivationCache {
     const hit = this.entries.get(set)?.get(key);
     if (hit) return hit;
     if (this.usedBytes() + this.bytesFor(set, copies, boundary) > this.budgetBytes) return undefined;
+    const parent = set.rowsOf ? await this.outputsAt(set.rowsOf.set, boundary, copies, split) : undefined;
+    if (parent) {
+      // A fold's rows of a cached set: gathered, so each image's frozen output is computed once for all folds.
+      const activations = this.gatherRows(parent, set.rowsOf!, copies);
+      if (!this.entries.has(set)) this.entries.set(set, new Map());
+      this.entries.get(set)!.set(key, activations);
+      return activations;
+    }
     const retained = this.retained;
     // Derived from the retained layer's outputs when it lies below; else from the images.
     let from = retained !== undefined && retained > 0 && retained < boundary ? retained : 0;
@@ -267,7 +289,7 @@ export class ActivationCache {
     const digests = this.pixelDigests(set);
     if (copies === 0) return digests.map((d) => `${common}|image ${d}|unaugmented`);
     const stream = JSON.stringify(this.options.rng.fork('augment-copies').getState());
-    const level = `augment ${augment} ${JSON.stringify(augment === 'none' ? {} : AUGMENT_PARAMS[augment])} stream ${stream}`;
+    const level = `augment ${augment} ${JSON.stringify(augmentSettings(augment))} stream ${stream}`;
     const keys: string[] = [];
     for (let copy = 0; copy < copies; copy++) for (const d of digests) keys.push(`${common}|image ${d}|${level}|copy ${copy}`);
     return keys;
@@ -280,6 +302,14 @@ export class ActivationCache {
       this.digests.set(set, digests);
     }
     return digests;
+  }
+
+  /** The rows of `parent` (copy-major, `copies` copies of each image) that `rowsOf` names, in the same layout. */
+  private gatherRows(parent: tf.Tensor, rowsOf: NonNullable<ImageSet['rowsOf']>, copies: number): tf.Tensor {
+    const n = rowsOf.set.images.length;
+    const indices: number[] = [];
+    for (let copy = 0; copy < Math.max(1, copies); copy++) for (const r of rowsOf.rows) indices.push(copy * n + r);
+    return tf.tidy(() => tf.gather(parent, tf.tensor1d(indices, 'int32')));
   }
 
   /** Runs the frozen layers (from, to] over cached activations, a batch at a time. */
@@ -309,6 +339,7 @@ export class ActivationCache {
     const streams = this.options.rng.fork('augment-copies');
     const digests = copies > 0 ? this.pixelDigests(set) : [];
     const parts: tf.Tensor[] = [];
+    this.imagesComputed += rows.length;
     try {
       for (let copy = 0; copy < Math.max(1, copies); copy++) {
         const images = rows.filter((r) => r >= copy * n && r < (copy + 1) * n).map((r) => r - copy * n);
@@ -342,4 +373,11 @@ async function frozenLayersDigest(model: tf.LayersModel, boundary: number): Prom
     }
   }
   return hash.digest('hex');
+}
+
+/** What decides an augmentation level's copies (part of their cache key). */
+function augmentSettings(level: AugmentLevel): object {
+  if (level === 'none') return {};
+  if (level === 'randaugment') return { ...RANDAUGMENT, ops: RANDAUGMENT_OPS };
+  return AUGMENT_PARAMS[level];
 }

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { softmaxCrossEntropy, type Loss } from './loss.js';
+import { mixedLoss } from './mix.js';
 import { WebGPUAdam } from '../engine/webgpu-adam.js';
 import { FusedAdam } from './optimizer.js';
 import type { NamedTensor } from './types.js';
@@ -95,14 +96,18 @@ export class TrainStep {
     this.images = 0;
   }
 
-  /** One step on a batch: `boundaryInput` is the frozen part's output for it, `labels` its classes. */
-  step(boundaryInput: tf.Tensor, labels: tf.Tensor1D, dropoutSeed: number): void {
+  /**
+   * One step on a batch: `boundaryInput` is the frozen part's output for it, `labels` its classes.
+   * `mixedWith`: the batch was mixed (mixup, CutMix) with these labels in proportion 1 − lambda, and
+   * the loss is lambda·loss(labels) + (1 − lambda)·loss(mixedWith); metrics count `labels`.
+   */
+  step(boundaryInput: tf.Tensor, labels: tf.Tensor1D, dropoutSeed: number, mixedWith?: { labels: tf.Tensor1D; lambda: number }): void {
     const previous = this.sums ?? tf.tidy(() => [tf.scalar(0), ...this.metrics.map(() => tf.scalar(0))]);
     this.sums = tf.tidy(() => {
       let logits: tf.Tensor2D | undefined;
       const { value, grads } = tf.variableGrads(() => {
         logits = tf.keep(this.forward(boundaryInput, dropoutSeed));
-        return this.loss(logits, labels);
+        return mixedWith ? mixedLoss(this.loss, logits, labels, mixedWith.labels, mixedWith.lambda) : this.loss(logits, labels);
       }, this.variables);
       this.optimizer.applyGradients(grads);
       const n = labels.shape[0];

@@ -10,6 +10,7 @@ import { ActivationCache } from './activation-cache.js';
 import { saveCheckpoint, type CheckpointState, type LoadedCheckpoint } from './checkpoint.js';
 import { HEAD_LAYERS } from './head.js';
 import { softmaxCrossEntropy } from './loss.js';
+import { drawBatchMix, mixRows, pasteBox } from './mix.js';
 import { backendBytesInUse, backendMemoryLimit, estimateStepBytes, isOutOfMemory, mib } from './memory.js';
 import { TrainableLayers } from './trainable.js';
 import { TrainStep, type StepOptimizer, type TrainStepParts } from './train-step.js';
@@ -49,6 +50,17 @@ export interface TrainerOptions extends TrainStepParts {
    * are read from it and stored into it. Default: none.
    */
   diskCache?: DiskCache;
+  /**
+   * Mixup α (0: off): each batch's frozen-part outputs are mixed in proportion λ ~ Beta(α, α) with
+   * those of a shuffled copy of the batch, and so are the targets (manifold mixup at the frozen
+   * boundary; works on cached activations). See mix.ts.
+   */
+  mixup?: number;
+  /**
+   * CutMix α (0: off): a box of another image of the batch is pasted into each image, the targets
+   * mixed by area. In pixels, so the frozen part runs on every training batch. See mix.ts.
+   */
+  cutmix?: number;
   /** Where the trainer says what its cache does, its memory plan, and batch-size changes. */
   log?: (message: string) => void;
   /**
@@ -65,6 +77,12 @@ export interface TrainerOptions extends TrainStepParts {
   checkpoint?: { dir: string; run: Record<string, unknown> };
   /** Test hook: a training batch of more images than this fails as if out of memory. */
   failBatchesAbove?: number;
+  /**
+   * An activation cache to use instead of the Trainer's own (it must be for the same model): shared
+   * by cross-validation's folds, whose sets are rows of one set, so the frozen part runs once for
+   * all. The Trainer does not dispose a cache it was given.
+   */
+  activationCache?: ActivationCache;
 }
 
 export interface FitOptions {
@@ -78,7 +96,7 @@ export interface TrainerData {
   valid?: ImageSet;
 }
 
-type ResolvedTrainerOptions = Required<Omit<TrainerOptions, 'classWeights' | 'callbacks' | 'log' | 'checkpoint' | 'failBatchesAbove' | 'diskCache' | keyof TrainStepParts>> &
+type ResolvedTrainerOptions = Required<Omit<TrainerOptions, 'classWeights' | 'callbacks' | 'log' | 'checkpoint' | 'failBatchesAbove' | 'diskCache' | 'activationCache' | keyof TrainStepParts>> &
   Pick<TrainerOptions, 'classWeights' | 'log' | 'checkpoint' | 'failBatchesAbove' | 'diskCache' | keyof TrainStepParts>;
 
 /**
@@ -107,6 +125,7 @@ export class Trainer {
   private step: TrainStep | undefined;
   private resumed: LoadedCheckpoint | undefined;
   private readonly rng: Rng;
+  private readonly ownsCache: boolean;
 
   constructor(model: tf.LayersModel, blocks: string[][], data: TrainerData, preprocessing: Preprocessing, options: TrainerOptions = {}) {
     this.model = model;
@@ -124,12 +143,15 @@ export class Trainer {
       cacheBytes: options.cacheBytes ?? DEFAULTS.cacheMb * 1024 ** 2,
       readbackSeconds: options.readbackSeconds ?? 1,
       augmentCopies: options.augmentCopies ?? DEFAULTS.augmentCopies,
+      mixup: options.mixup ?? DEFAULTS.mixup,
+      cutmix: options.cutmix ?? DEFAULTS.cutmix,
     };
     this.batchSize = this.options.batchSize;
     this.callbacks = options.callbacks ?? [];
     this.rng = new Rng(this.options.seed);
     this.layers = new TrainableLayers(model, blocks);
-    this.cache = new ActivationCache(model, {
+    this.ownsCache = options.activationCache === undefined;
+    this.cache = options.activationCache ?? new ActivationCache(model, {
       imageSize: this.imageSize,
       preprocessing,
       batchSize: this.options.batchSize,
@@ -312,8 +334,11 @@ export class Trainer {
     const epochRng = this.rng.fork(`stage${stage}-epoch${epoch}`);
     const order = epochRng.shuffle(Array.from({ length: train.images.length }, (_, i) => i));
     const augmentRng = epochRng.fork('augment');
-    const cache = await this.cache.forTraining(train, split, stage, augmentCopies, this.options.log);
+    // CutMix pastes pixels, so its images go through the frozen part every batch: no training cache.
+    const cache = this.options.cutmix > 0 ? undefined : await this.cache.forTraining(train, split, stage, augmentCopies, this.options.log);
+    if (this.options.cutmix > 0 && epoch === 1) this.options.log?.(`stage ${stage}: --cutmix pastes pixels, so the frozen layers run on every training batch`);
     const copyRng = epochRng.fork('copies');
+    const mixRng = epochRng.fork('mix');
     step.reset();
     // Loss and accuracy add up on the device and are read back at most every `readbackSeconds`
     // (and at the end of the epoch): a read stalls a GPU's pipeline. Batch logs show the last read.
@@ -328,7 +353,7 @@ export class Trainer {
       for (const cb of this.callbacks) cb.onBatchBegin?.(ctx, batch + 1, batch + Math.ceil((order.length - start) / this.batchSize));
       firstLr ??= this.learningRate;
       try {
-        this.stepOn(indices, dropoutSeed, cache, copyRng, augment, augmentRng);
+        this.stepOn(indices, dropoutSeed, cache, copyRng, augment, augmentRng, mixRng);
       } catch (error) {
         if (!isOutOfMemory(error) || size === 1) throw error;
         this.batchSize = Math.max(1, Math.floor(size / 2));
@@ -367,23 +392,32 @@ export class Trainer {
     copyRng: Rng,
     augment: AugmentLevel,
     augmentRng: Rng,
+    mixRng: Rng,
   ): void {
     const { train } = this.data;
     if (this.options.failBatchesAbove !== undefined && indices.length > this.options.failBatchesAbove) {
       throw new Error(`out of memory (test hook: batches above ${this.options.failBatchesAbove} images fail)`);
     }
-    const [boundaryInput, labels] = tf.tidy(() => [
-      cache
-        ? tf.gather(cache.activations, indices.map((i) => copyRng.int(cache.copies) * train.images.length + i))
-        : this.layers.split.runBottom(
-            imageBatch(train.images, indices, { size: this.imageSize, preprocessing: this.preprocessing, augment: { level: augment, rng: augmentRng } }),
-          ),
-      tf.tensor1d(indices.map((i) => train.labels[i]!), 'int32'),
-    ]);
+    const mix = indices.length > 1 ? drawBatchMix(mixRng, indices.length, this.imageSize, this.options) : undefined;
+    const [boundaryInput, labels, mixedLabels] = tf.tidy(() => {
+      let x: tf.Tensor;
+      if (cache) {
+        x = tf.gather(cache.activations, indices.map((i) => copyRng.int(cache.copies) * train.images.length + i));
+      } else {
+        const images = imageBatch(train.images, indices, { size: this.imageSize, preprocessing: this.preprocessing, augment: { level: augment, rng: augmentRng } });
+        x = this.layers.split.runBottom(mix?.kind === 'cutmix' ? pasteBox(images, mix) : images);
+      }
+      if (mix?.kind === 'mixup') x = mixRows(x, mix);
+      return [
+        x,
+        tf.tensor1d(indices.map((i) => train.labels[i]!), 'int32'),
+        ...(mix ? [tf.tensor1d(mix.perm.map((j) => train.labels[indices[j]!]!), 'int32')] : []),
+      ];
+    });
     try {
-      this.step!.step(boundaryInput!, labels as tf.Tensor1D, dropoutSeed);
+      this.step!.step(boundaryInput!, labels as tf.Tensor1D, dropoutSeed, mix ? { labels: mixedLabels as tf.Tensor1D, lambda: mix.lambda } : undefined);
     } finally {
-      tf.dispose([boundaryInput!, labels!]);
+      tf.dispose([boundaryInput!, labels!, ...(mixedLabels ? [mixedLabels] : [])]);
     }
   }
 
@@ -497,7 +531,7 @@ export class Trainer {
 
   /** Frees the kept activations and folded weights (the model stays usable). */
   dispose(): void {
-    this.cache.dispose();
+    if (this.ownsCache) this.cache.dispose(); // a shared one is its owner's to free
     this.layers.dispose();
   }
 
