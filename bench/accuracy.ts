@@ -37,6 +37,8 @@ const RECIPE_KEYS = {
   patience: 'number',
   cacheMb: 'number',
   classWeight: 'string',
+  ema: 'number',
+  layerLrDecay: 'number',
 } as const;
 type RecipeKey = keyof typeof RECIPE_KEYS;
 export type RecipeOptions = Partial<Pick<FineTuneOptions, RecipeKey>>;

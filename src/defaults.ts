@@ -22,6 +22,8 @@ export const DEFAULTS = {
   labelSmoothing: 0,
   lrSchedule: 'plateau',
   warmupEpochs: 0,
+  ema: 0,
+  layerLrDecay: 1,
   seed: 42,
   backend: 'auto',
 } as const;

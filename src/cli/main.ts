@@ -69,6 +69,18 @@ export function buildProgram(run: (options: FineTuneOptions & { quiet?: boolean;
         .default(DEFAULTS.lrSchedule),
     )
     .option('--warmup-epochs <n>', 'with --lr-schedule cosine: epochs of linear warm-up from lr/25 at the start of each stage', number('--warmup-epochs'), DEFAULTS.warmupEpochs)
+    .option(
+      '--ema <decay>',
+      'keep an exponential moving average of the weights (decay per step, e.g. 0.99, ramped up over the first steps); validation, early stopping and the saved model use it (0: off)',
+      number('--ema'),
+      DEFAULTS.ema,
+    )
+    .option(
+      '--layer-lr-decay <f>',
+      "stage 2: the top unfrozen block trains at --fine-tune-lr, each block below at f× the one above (n blocks: fastai's slice(lr·f^(n−1), lr)); the head at --fine-tune-lr (1: one rate)",
+      number('--layer-lr-decay'),
+      DEFAULTS.layerLrDecay,
+    )
     .addOption(new Option('--class-weight <how>', 'balance the loss for imbalanced classes').choices(['auto', 'none']).default(DEFAULTS.classWeight))
     .option('--seed <n>', 'seed for the split, data order, augmentation and initial weights', integer('--seed'), DEFAULTS.seed)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default(DEFAULTS.backend))

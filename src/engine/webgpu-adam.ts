@@ -28,6 +28,8 @@ export interface WebGPUAdamOptions {
   beta2?: number;
   /** Added to the denominator; default the backend's epsilon, as FusedAdam. */
   epsilon?: number;
+  /** Per-variable multipliers of the learning rate, in `variables` order (default: all 1). */
+  lrScales?: number[];
 }
 
 const MOMENTS_KERNEL = 'FinetuneAdamMoments';
@@ -138,6 +140,7 @@ export class WebGPUAdam {
   private readonly variables: tf.Variable[];
   private readonly offsets: number[];
   private readonly total: number;
+  private readonly lrScales: number[] | undefined;
   private steps = 0;
   /** [m; v]: 2 × total values. */
   private moments: tf.Tensor1D | undefined;
@@ -162,6 +165,10 @@ export class WebGPUAdam {
       offset += v.size;
     }
     this.total = offset;
+    if (options.lrScales && options.lrScales.length !== variables.length) {
+      throw new Error(`WebGPUAdam: ${options.lrScales.length} learning-rate scales for ${variables.length} variables`);
+    }
+    this.lrScales = options.lrScales;
   }
 
   /** Steps taken so far. */
@@ -189,7 +196,9 @@ export class WebGPUAdam {
       const next = runKernel(MOMENTS_KERNEL, { moments: previous, g }, { beta1: this.beta1, beta2: this.beta2 }) as tf.Tensor1D;
       this.variables.forEach((variable, i) => {
         if (!gradients[variable.name]) return;
-        variable.assign(runKernel(APPLY_KERNEL, { x: variable, moments: next }, { ...attrs, offset: this.offsets[i]! }) as tf.Tensor);
+        // The per-variable rate is a uniform of its own dispatch: no extra work for discriminative rates.
+        const stepSize = attrs.stepSize * (this.lrScales?.[i] ?? 1);
+        variable.assign(runKernel(APPLY_KERNEL, { x: variable, moments: next }, { ...attrs, stepSize, offset: this.offsets[i]! }) as tf.Tensor);
       });
       return next;
     });
@@ -242,4 +251,5 @@ export class WebGPUAdam {
 }
 
 /** An OptimizerFactory (TrainerOptions.optimizer) for WebGPUAdam. */
-export const webgpuAdam = (variables: tf.Variable[], learningRate: number): WebGPUAdam => new WebGPUAdam(variables, learningRate);
+export const webgpuAdam = (variables: tf.Variable[], learningRate: number, lrScales?: number[]): WebGPUAdam =>
+  new WebGPUAdam(variables, learningRate, { lrScales });
