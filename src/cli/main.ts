@@ -8,6 +8,7 @@ import { checkCommand } from './check.js';
 import { doctorCommand } from './doctor.js';
 import { evaluateCommand } from './evaluate.js';
 import { exportCommand } from './export.js';
+import { lrFindCommand } from './lr-find.js';
 import { predictCommand } from './predict.js';
 import { addRunsCommand } from './runs.js';
 import { consoleReporter } from './progress.js';
@@ -171,6 +172,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
     .addCommand(evaluateCommand(setStatus))
     .addCommand(exportCommand(setStatus))
     .addCommand(checkCommand(setStatus))
+    .addCommand(lrFindCommand())
     .addCommand(doctorCommand());
   addRunsCommand(program);
   try {
