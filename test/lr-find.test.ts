@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { steepest, sweepRate, valley } from '../src/train/lr-find.js';
 import { runCli } from './helpers/run-cli.js';
-import { repoRoot, sharedMobileNetWeights } from './helpers/shared.js';
+import { needShared, repoRoot, sharedMobileNetWeights, TM_WEIGHTS } from './helpers/shared.js';
 
 const bin = path.join(repoRoot, 'bin/finetune.js');
 const shapes = path.join(repoRoot, 'fixtures/shapes');
@@ -64,6 +64,18 @@ describe('finetune lr-find', () => {
     expect(lr).toBeLessThanOrEqual(points.at(-1)!.lr);
     expect(run.stdout).toMatch(/suggested --lr: \S+ \(fastai's valley\)/);
     expect(run.stdout).toMatch(new RegExp(`to use it: finetune \\S*shapes --alpha 0.35 --image-size 32 .*--lr \\S+`));
+  }, 120_000);
+
+  it('--stage 2 trains the head first, then sweeps the unfrozen blocks and suggests --fine-tune-lr', async (ctx) => {
+    needShared(ctx, 'a stage 2 of pretrained blocks to sweep', TM_WEIGHTS);
+    const out = path.join(dir, 'stage2');
+    const run = await runCli(process.execPath, [bin, 'lr-find', shapes, ...common, '--stage', '2', '--epochs', '2', '--steps', '20', '--out', out]);
+    expect(run.status, run.stderr).toBe(0);
+    const json = JSON.parse(readFileSync(path.join(out, 'lr-find.json'), 'utf8'));
+    expect(json.stage).toBe(2);
+    expect(json.suggestion.flag).toBe('--fine-tune-lr');
+    expect(json.trainable).toEqual(expect.arrayContaining(['Conv_1', 'block_16_project', 'head_logits']));
+    expect(run.stdout).toMatch(/--epochs 2 .*--fine-tune-lr \S+$/m);
   }, 120_000);
 
   it('refuses a sweep that does not rise, too few steps, and --stage 2 without pretrained weights: status 2, one line', async () => {
