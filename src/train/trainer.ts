@@ -291,6 +291,7 @@ export class Trainer {
       }
       // The stage ends on the average (early stopping may then put its best epoch back).
       this.average?.keep();
+      await this.each((cb) => cb.onStageEnd?.(ctx));
       await this.saveCheckpoint(ctx, true);
     } finally {
       this.average?.dispose();
