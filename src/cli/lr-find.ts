@@ -157,10 +157,10 @@ export function lrFindCommand(): Command {
   return new Command('lr-find')
     .summary("the learning-rate range test: plot loss against an exponentially growing rate, suggest one (fastai's lr_find)")
     .description(
-      'Train on batches while the learning rate grows exponentially (from --start-lr to --end-lr over --steps steps), and\n' +
-        "plot the smoothed loss against it; stop once the loss exceeds 4× its minimum. Suggests fastai's 'valley' rate: two\n" +
-        'thirds of the way down the longest stretch where the loss keeps falling. Writes lr-find.png and lr-find.json into\n' +
-        '--out and prints the command line that trains with the rate. Stage 1 (the default) sweeps the head on the frozen\n' +
+      'Train on batches while the learning rate grows exponentially (from --start-lr to --end-lr over --steps steps), and ' +
+        'plot the smoothed loss against it; stop once the loss exceeds 4× its minimum. Suggests fastai\'s "valley" rate: two ' +
+        'thirds of the way down the longest stretch where the loss keeps falling. Writes lr-find.png and lr-find.json into ' +
+        '--out and prints the command line that trains with the rate. Stage 1 (the default) sweeps the head on the frozen ' +
         "backbone's cached features, without augmentation: seconds. The trained weights are thrown away.",
     )
     .argument('<data>', 'data folder, as for training')
