@@ -39,6 +39,8 @@ const RECIPE_KEYS = {
   classWeight: 'string',
   mixup: 'number',
   cutmix: 'number',
+  ema: 'number',
+  layerLrDecay: 'number',
 } as const;
 type RecipeKey = keyof typeof RECIPE_KEYS;
 export type RecipeOptions = Partial<Pick<FineTuneOptions, RecipeKey>>;

@@ -25,6 +25,8 @@ export const DEFAULTS = {
   folds: 0,
   mixup: 0,
   cutmix: 0,
+  ema: 0,
+  layerLrDecay: 1,
   seed: 42,
   backend: 'auto',
 } as const;

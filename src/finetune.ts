@@ -117,6 +117,13 @@ export interface FineTuneOptions {
   mixup?: number;
   /** CutMix α (0: off): pastes a box of another training image, targets mixed by area; the frozen layers then run every batch. */
   cutmix?: number;
+  /**
+   * Decay of an exponential moving average of the trained weights (0: none); validation, early
+   * stopping and the saved model use the average (see src/train/ema.ts).
+   */
+  ema?: number;
+  /** Stage 2: each backbone block below the top trainable one trains at this times the rate of the one above (1: one rate). */
+  layerLrDecay?: number;
   seed?: number;
   backend?: BackendRequest;
   /**
@@ -281,6 +288,8 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     dropout: opts.dropout,
     mixup: opts.mixup,
     cutmix: opts.cutmix,
+    ema: opts.ema,
+    layerLrDecay: opts.layerLrDecay,
     // One budget for every cache: what the decoded images hold in memory is not left for activations.
     cacheBytes: Math.max(0, opts.cacheMb * 1024 ** 2 - data.memoryBytes),
   };
@@ -572,6 +581,8 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
     folds: options.folds ?? DEFAULTS.folds,
     mixup: options.mixup ?? DEFAULTS.mixup,
     cutmix: options.cutmix ?? DEFAULTS.cutmix,
+    ema: options.ema ?? DEFAULTS.ema,
+    layerLrDecay: options.layerLrDecay ?? DEFAULTS.layerLrDecay,
     seed: options.seed ?? DEFAULTS.seed,
     backend: options.backend ?? DEFAULTS.backend,
   };
@@ -595,6 +606,8 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
   if (resolved.warmupEpochs > 0 && resolved.lrSchedule !== 'cosine') {
     throw new UsageError(`--warmup-epochs ${resolved.warmupEpochs} applies to --lr-schedule cosine (one-cycle has its own warm-up, plateau none).`);
   }
+  check(Number.isFinite(resolved.ema) && resolved.ema >= 0 && resolved.ema < 1, '--ema', 'use a decay in [0, 1), e.g. 0.99 (0: off)', resolved.ema);
+  check(Number.isFinite(resolved.layerLrDecay) && resolved.layerLrDecay > 0 && resolved.layerLrDecay <= 1, '--layer-lr-decay', 'use a factor in (0, 1], e.g. 0.5 (1: one rate)', resolved.layerLrDecay);
   oneOf('--backend', resolved.backend, ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']);
   wholeAtLeast('--augment-copies', resolved.augmentCopies, 0);
   if (resolved.augmentCopies > 0 && resolved.augment === 'none') {

@@ -68,6 +68,16 @@ describe('WebGPUAdam', () => {
     expect(relativeError(got.moments, want.moments)).toBeLessThan(1e-5);
   });
 
+  it('with per-variable learning-rate scales (--layer-lr-decay) matches FusedAdam with the same scales', async (ctx) => {
+    needWebgpu(ctx, unavailable);
+    const lrScales = SHAPES.map((_, i) => 0.5 ** i);
+    const want = await run('cpu', (v) => new FusedAdam(v, 0.01, { lrScales }), 3);
+    const got = await run('webgpu', (v) => new WebGPUAdam(v, 0.01, { lrScales }), 3);
+    const unscaled = await run('cpu', (v) => new FusedAdam(v, 0.01), 3);
+    expect(relativeError(got.weights, want.weights)).toBeLessThan(1e-5);
+    expect(relativeError(want.weights, unscaled.weights)).toBeGreaterThan(1e-3); // the scales do change the steps
+  });
+
   it('continues from a FusedAdam checkpoint as FusedAdam would', async (ctx) => {
     needWebgpu(ctx, unavailable);
     // FusedAdam on cpu: 2 steps, save, 1 more.

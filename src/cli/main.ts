@@ -11,6 +11,7 @@ import { checkCommand } from './check.js';
 import { doctorCommand } from './doctor.js';
 import { evaluateCommand } from './evaluate.js';
 import { exportCommand } from './export.js';
+import { lrFindCommand } from './lr-find.js';
 import { predictCommand } from './predict.js';
 import { addRunsCommand } from './runs.js';
 import { sweepCommand } from './sweep.js';
@@ -129,6 +130,18 @@ export function addTrainingOptions(command: Command): Command {
       number('--cutmix'),
       DEFAULTS.cutmix,
     )
+    .option(
+      '--ema <decay>',
+      'keep an exponential moving average of the weights (decay per step, e.g. 0.99, ramped up over the first steps); validation, early stopping and the saved model use it (0: off)',
+      number('--ema'),
+      DEFAULTS.ema,
+    )
+    .option(
+      '--layer-lr-decay <f>',
+      "stage 2: the top unfrozen block trains at --fine-tune-lr, each block below at f× the one above (n blocks: fastai's slice(lr·f^(n−1), lr)); the head at --fine-tune-lr (1: one rate)",
+      number('--layer-lr-decay'),
+      DEFAULTS.layerLrDecay,
+    )
     .addOption(new Option('--class-weight <how>', 'balance the loss for imbalanced classes').choices(['auto', 'none']).default(DEFAULTS.classWeight))
     .option('--seed <n>', 'seed for the split, data order, augmentation and initial weights', integer('--seed'), DEFAULTS.seed)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default(DEFAULTS.backend))
@@ -214,6 +227,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
     .addCommand(exportCommand(setStatus))
     .addCommand(checkCommand(setStatus))
     .addCommand(sweepCommand({ addTrainingOptions, toFineTuneOptions, interruptOnSignals }))
+    .addCommand(lrFindCommand())
     .addCommand(doctorCommand())
     .addCommand(cacheCommand());
   addRunsCommand(program);

@@ -29,6 +29,8 @@ export interface WebGPUAdamOptions {
   beta2?: number;
   /** Added to the denominator; default the backend's epsilon, as FusedAdam. */
   epsilon?: number;
+  /** Per-variable multipliers of the learning rate, in `variables` order (default: all 1). */
+  lrScales?: number[];
 }
 
 const GROUP_KERNEL = 'FinetuneAdamGroup';
@@ -48,7 +50,7 @@ export function variablesPerDispatch(storageBuffers: number): number {
 /**
  * WGSL updating `slots` variables: slot k's element j (invocation index start_k + j) reads its
  * gradient, updates m and v at moments[offset_k + j] and [total + offset_k + j] in place, and writes
- * the variable's new value (its old one where apply_k is 0: it had no gradient). The arithmetic is
+ * the variable's new value (its old one where scale_k is 0: it had no gradient; else the step is scaled by it). The arithmetic is
  * FusedAdam's, term by term.
  */
 function groupShaderCode(slots: number): string {
@@ -73,7 +75,8 @@ function groupShaderCode(slots: number): string {
     moments[o] = m;
     moments[total + o] = v;
     let x = x${k}[j];
-    out${k}[j] = select(x, x + (m * u.step.x) / (sqrt(v * u.step.y) + u.step.z), ${field('apply', k)} != 0);
+    let scale = ${field('scale', k)};
+    out${k}[j] = select(x, x + (m * (u.step.x * scale)) / (sqrt(v * u.step.y) + u.step.z), scale != 0.0);
     return;
   }`,
   );
@@ -84,7 +87,7 @@ struct Uniforms {
   total : vec4<i32>,
   ends : array<vec4<i32>, ${lanes}>,
   offsets : array<vec4<i32>, ${lanes}>,
-  apply : array<vec4<i32>, ${lanes}>,
+  scale : array<vec4<f32>, ${lanes}>,
 };
 ${bindings.join('\n')}
 
@@ -98,12 +101,12 @@ fn main(@builtin(workgroup_id) wg : vec3<u32>, @builtin(num_workgroups) nwg : ve
 }
 
 /** Four-wide rows of `values` (padded with 0), as the uniform arrays of vec4 want them. */
-function rows(values: number[]): { type: 'int32'; data: number[] }[] {
-  const out: { type: 'int32'; data: number[] }[] = [];
+function rows<T extends 'int32' | 'float32'>(values: number[], type: T): { type: T; data: number[] }[] {
+  const out: { type: T; data: number[] }[] = [];
   for (let r = 0; r < values.length; r += 4) {
     const row = values.slice(r, r + 4);
     while (row.length < 4) row.push(0);
-    out.push({ type: 'int32', data: row });
+    out.push({ type, data: row });
   }
   return out;
 }
@@ -113,11 +116,11 @@ type Args = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs: t
 /**
  * One dispatch: inputs moments, x0…, g0…; outputs the variables' new values; the moments are
  * updated in place. attrs: the Adam constants, `offsets` (each variable's place in the moments) and
- * `apply` (1 where the variable had a gradient).
+ * `scale` (each variable's learning-rate multiplier; 0 where it had no gradient).
  */
 const adamGroup = kernelFunc(({ inputs, backend, attrs }: Args) => {
   const offsets = attrs.offsets as number[];
-  const apply = attrs.apply as number[];
+  const scale = attrs.scale as number[];
   const slots = offsets.length;
   const moments = inputs.moments!;
   const xs = offsets.map((_, k) => inputs[`x${k}`]!);
@@ -136,9 +139,9 @@ const adamGroup = kernelFunc(({ inputs, backend, attrs }: Args) => {
       { type: 'float32', data: [attrs.beta1 as number, 1 - (attrs.beta1 as number), attrs.beta2 as number, 1 - (attrs.beta2 as number)] },
       { type: 'float32', data: [-(attrs.stepSize as number), attrs.secondCorrection as number, attrs.epsilon as number, 0] },
       { type: 'int32', data: [moments.shape[0]! / 2, 0, 0, 0] },
-      ...rows(ends),
-      ...rows(offsets),
-      ...rows(apply),
+      ...rows(ends, 'int32'),
+      ...rows(offsets, 'int32'),
+      ...rows(scale, 'float32'),
     ],
   );
   return outs;
@@ -157,6 +160,7 @@ export class WebGPUAdam {
   private readonly variables: tf.Variable[];
   private readonly offsets: number[];
   private readonly total: number;
+  private readonly lrScales: number[] | undefined;
   private steps = 0;
   /** [m; v]: 2 × total values. */
   private moments: tf.Tensor1D | undefined;
@@ -181,6 +185,10 @@ export class WebGPUAdam {
       offset += v.size;
     }
     this.total = offset;
+    if (options.lrScales && options.lrScales.length !== variables.length) {
+      throw new Error(`WebGPUAdam: ${options.lrScales.length} learning-rate scales for ${variables.length} variables`);
+    }
+    this.lrScales = options.lrScales;
   }
 
   /** Steps taken so far. */
@@ -213,8 +221,9 @@ export class WebGPUAdam {
           inputs[`g${k}`] = gradients[variable.name] ?? tf.zeros(variable.shape);
         });
         const offsets = group.map((_, k) => this.offsets[first + k]!);
-        const apply = group.map((variable) => (gradients[variable.name] ? 1 : 0));
-        const updated = runKernel(GROUP_KERNEL, inputs, { ...attrs, offsets, apply }) as tf.Tensor[];
+        // 0 where the variable had no gradient (kept as it is), else its learning-rate multiplier.
+        const scale = group.map((variable, k) => (gradients[variable.name] ? (this.lrScales?.[first + k] ?? 1) : 0));
+        const updated = runKernel(GROUP_KERNEL, inputs, { ...attrs, offsets, scale }) as tf.Tensor[];
         group.forEach((variable, k) => variable.assign(updated[k]!));
       }
     });
@@ -266,4 +275,5 @@ export class WebGPUAdam {
 }
 
 /** An OptimizerFactory (TrainerOptions.optimizer) for WebGPUAdam. */
-export const webgpuAdam = (variables: tf.Variable[], learningRate: number): WebGPUAdam => new WebGPUAdam(variables, learningRate);
+export const webgpuAdam = (variables: tf.Variable[], learningRate: number, lrScales?: number[]): WebGPUAdam =>
+  new WebGPUAdam(variables, learningRate, { lrScales });

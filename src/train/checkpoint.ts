@@ -21,6 +21,8 @@ export interface CheckpointState {
   callbacks: Record<string, unknown>;
   /** Resolved options and data fingerprint, so a resume with other options or data is refused. */
   run: Record<string, unknown>;
+  /** Updates the weight average (`--ema`) had done, when one was saved. */
+  emaUpdates?: number;
 }
 
 interface StoredTensors {
@@ -33,6 +35,8 @@ interface StateFile extends CheckpointState {
   optimizer: StoredTensors;
   /** The best epoch's weights (what early stopping would restore), in `stableWeights(model)` order. */
   best?: StoredTensors;
+  /** The weight average (`--ema`) of the stage in progress, in `stableWeights(model)` order. */
+  ema?: StoredTensors;
 }
 
 const STATE_FILE = 'state.json';
@@ -56,6 +60,7 @@ export async function saveCheckpoint(
   optimizer: { getWeights(): Promise<NamedTensor[]> },
   state: CheckpointState,
   bestWeights?: tf.Tensor[],
+  ema?: { values: tf.Tensor[]; updates: number },
 ): Promise<void> {
   await fs.mkdir(dir, { recursive: true });
   const variables = stableWeights(model);
@@ -69,10 +74,14 @@ export async function saveCheckpoint(
   // getWeights() makes a new tensor for the iteration count; the rest are the optimizer's own.
   optimizerTensors[0]?.tensor.dispose();
   if (bestWeights) stateFile.best = await writeTensors(dir, 'best', named(bestWeights));
+  if (ema) {
+    stateFile.ema = await writeTensors(dir, 'ema', named(ema.values));
+    stateFile.emaUpdates = ema.updates;
+  }
   await writeFileAtomic(path.join(dir, STATE_FILE), JSON.stringify(stateFile));
-  const keep = new Set([stateFile.weights.file, stateFile.optimizer.file, stateFile.best?.file]);
+  const keep = new Set([stateFile.weights.file, stateFile.optimizer.file, stateFile.best?.file, stateFile.ema?.file]);
   for (const name of await fs.readdir(dir)) {
-    if (!keep.has(name) && /^(weights|optimizer|best)-[0-9a-f]+\.bin$/.test(name)) await fs.rm(path.join(dir, name), { force: true });
+    if (!keep.has(name) && /^(weights|optimizer|best|ema)-[0-9a-f]+\.bin$/.test(name)) await fs.rm(path.join(dir, name), { force: true });
   }
 }
 
@@ -91,6 +100,8 @@ export interface LoadedCheckpoint {
   restoreModel(model: tf.LayersModel): void;
   /** The best epoch's weights in `stableWeights(model)` order, if saved (the caller disposes them). */
   bestWeights(model: tf.LayersModel): tf.Tensor[] | undefined;
+  /** The weight average (`--ema`) in `stableWeights(model)` order, if saved (the caller disposes them). */
+  emaWeights(model: tf.LayersModel): tf.Tensor[] | undefined;
   /** The optimizer's saved slots, for `optimizer.setWeights` (the caller disposes them). */
   optimizerWeights(): NamedTensor[];
 }
@@ -118,7 +129,8 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint | un
   const weights = await read(stateFile.weights);
   const slots = await read(stateFile.optimizer);
   const best = stateFile.best ? await read(stateFile.best) : undefined;
-  const { weights: _w, optimizer: _o, best: _b, ...state } = stateFile;
+  const ema = stateFile.ema ? await read(stateFile.ema) : undefined;
+  const { weights: _w, optimizer: _o, best: _b, ema: _e, ...state } = stateFile;
   const valuesFor = (model: tf.LayersModel, stored: { bytes: ArrayBuffer; specs: tf.io.WeightsManifestEntry[] }) => {
     const decoded = tf.io.decodeWeights(stored.bytes, stored.specs);
     const values = stored.specs.map((spec) => decoded[spec.name]!);
@@ -138,6 +150,9 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint | un
     },
     bestWeights(model) {
       return best ? valuesFor(model, best) : undefined;
+    },
+    emaWeights(model) {
+      return ema ? valuesFor(model, ema) : undefined;
     },
     optimizerWeights() {
       const decoded = tf.io.decodeWeights(slots.bytes, slots.specs);

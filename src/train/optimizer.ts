@@ -16,6 +16,8 @@ export interface AdamOptions {
   beta2?: number;
   /** Added to the denominator; tfjs' default is the backend's epsilon (1e-7 in float32). */
   epsilon?: number;
+  /** Per-variable multipliers of the learning rate, in `variables` order (default: all 1). */
+  lrScales?: number[];
 }
 
 export class FusedAdam {
@@ -26,6 +28,7 @@ export class FusedAdam {
   private readonly variables: tf.Variable[];
   private readonly sizes: number[];
   private readonly total: number;
+  private readonly lrScales: number[] | undefined;
   private steps = 0;
   private m: tf.Tensor1D | undefined;
   private v: tf.Tensor1D | undefined;
@@ -39,6 +42,10 @@ export class FusedAdam {
     this.epsilon = options.epsilon ?? tf.backend().epsilon();
     this.sizes = variables.map((v) => v.size);
     this.total = this.sizes.reduce((a, b) => a + b, 0);
+    if (options.lrScales && options.lrScales.length !== variables.length) {
+      throw new Error(`FusedAdam: ${options.lrScales.length} learning-rate scales for ${variables.length} variables`);
+    }
+    this.lrScales = options.lrScales;
   }
 
   /** Steps taken so far. */
@@ -65,7 +72,11 @@ export class FusedAdam {
       const update = tf.div(tf.mul(m, -stepSize), tf.add(tf.sqrt(tf.mul(v, secondCorrection)), this.epsilon));
       const pieces = this.variables.length === 1 ? [update] : tf.split(update, this.sizes);
       this.variables.forEach((variable, i) => {
-        if (gradients[variable.name]) variable.assign(tf.add(variable, tf.reshape(pieces[i]!, variable.shape)));
+        if (!gradients[variable.name]) return;
+        // A scale of 1 adds no op, so one learning rate stays bit-identical to plain Adam.
+        const scale = this.lrScales?.[i] ?? 1;
+        const piece = scale === 1 ? pieces[i]! : tf.mul(pieces[i]!, scale);
+        variable.assign(tf.add(variable, tf.reshape(piece, variable.shape)));
       });
       return [m, v];
     });

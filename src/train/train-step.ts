@@ -15,8 +15,11 @@ export interface StepOptimizer {
   dispose(): void;
 }
 
-/** Makes a stage's optimizer over the variables that train in it. */
-export type OptimizerFactory = (variables: tf.Variable[], learningRate: number) => StepOptimizer;
+/**
+ * Makes a stage's optimizer over the variables that train in it. `lrScales` (one per variable, when
+ * given) multiply the learning rate per variable: discriminative learning rates (`--layer-lr-decay`).
+ */
+export type OptimizerFactory = (variables: tf.Variable[], learningRate: number, lrScales?: number[]) => StepOptimizer;
 
 /**
  * A training metric, summed over each batch on the device (read back rarely: a read stalls a GPU);
@@ -43,14 +46,14 @@ export interface TrainStepParts {
   metrics?: Metric[];
 }
 
-export const fusedAdam: OptimizerFactory = (variables, lr) => new FusedAdam(variables, lr);
+export const fusedAdam: OptimizerFactory = (variables, lr, lrScales) => new FusedAdam(variables, lr, { lrScales });
 
 /**
  * The default optimizer: Adam as FusedAdam's arithmetic, on WebGPU as two shaders per step plus one
  * per variable (WebGPUAdam) instead of a dozen flat ops and a slice and an add per variable.
  */
-export const defaultAdam: OptimizerFactory = (variables, lr) =>
-  tf.getBackend() === 'webgpu' ? new WebGPUAdam(variables, lr) : new FusedAdam(variables, lr);
+export const defaultAdam: OptimizerFactory = (variables, lr, lrScales) =>
+  tf.getBackend() === 'webgpu' ? new WebGPUAdam(variables, lr, { lrScales }) : new FusedAdam(variables, lr, { lrScales });
 
 /** Loss and metric values of the images stepped on so far (means over them). */
 export interface StepTotals {
@@ -78,10 +81,12 @@ export class TrainStep {
     private readonly variables: tf.Variable[],
     learningRate: number,
     parts: TrainStepParts = {},
+    /** Per-variable multipliers of the learning rate (default: all 1). */
+    lrScales?: number[],
   ) {
     this.loss = parts.loss ?? softmaxCrossEntropy();
     this.metrics = parts.metrics ?? [accuracy];
-    this.optimizer = (parts.optimizer ?? defaultAdam)(variables, learningRate);
+    this.optimizer = (parts.optimizer ?? defaultAdam)(variables, learningRate, lrScales);
   }
 
   /** Names of the metrics, in order. */

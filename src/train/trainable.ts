@@ -66,6 +66,25 @@ export class TrainableLayers {
       .flatMap((l) => l.trainableWeights.map((w) => w.read() as tf.Variable));
   }
 
+  /**
+   * For each of `variables` (trainable, as `variables()` lists them): how many trainable backbone
+   * blocks lie above its layer's block — 0 for the top trainable block and for the head, 1 for the
+   * block below, … (discriminative learning rates scale by a factor per step down).
+   */
+  blockDepths(variables: tf.Variable[] = this.variables()): number[] {
+    const blockOf = new Map<string, number>();
+    this.blocks.forEach((names, b) => names.forEach((name) => blockOf.set(name, b)));
+    const trainableBlocks = [...this.names].map((name) => blockOf.get(name)).filter((b): b is number => b !== undefined);
+    const top = Math.max(-1, ...trainableBlocks);
+    const depthOfVariable = new Map<tf.Variable, number>();
+    for (const layer of this.model.layers) {
+      if (!this.names.has(layer.name)) continue;
+      const block = blockOf.get(layer.name);
+      for (const w of layer.trainableWeights) depthOfVariable.set(w.read() as tf.Variable, block === undefined ? 0 : top - block);
+    }
+    return variables.map((v) => depthOfVariable.get(v) ?? 0);
+  }
+
   /** Variables training can change: the trainable weights, plus BN statistics when BN trains. */
   mutableVariables(trainBatchNorm: boolean): tf.Variable[] {
     const variables = this.variables();

@@ -8,6 +8,7 @@ import { DEFAULTS } from '../defaults.js';
 import { FinetuneError, InterruptedError } from '../errors.js';
 import { ActivationCache } from './activation-cache.js';
 import { saveCheckpoint, type CheckpointState, type LoadedCheckpoint } from './checkpoint.js';
+import { WeightAverage } from './ema.js';
 import { HEAD_LAYERS } from './head.js';
 import { softmaxCrossEntropy } from './loss.js';
 import { drawBatchMix, mixRows, pasteBox } from './mix.js';
@@ -70,6 +71,17 @@ export interface TrainerOptions extends TrainStepParts {
   readbackSeconds?: number;
   callbacks?: Callback[];
   /**
+   * Decay of an exponential moving average of the weights that train, updated after every step
+   * (see WeightAverage); validation, callbacks (early stopping, the kept epoch, the saved model)
+   * and the end of each stage see the average. 0 (the default): no average.
+   */
+  ema?: number;
+  /**
+   * Discriminative learning rates: the top trainable backbone block (and the head) train at the
+   * stage's rate, each block below at `layerLrDecay` times the one above. 1 (the default): one rate.
+   */
+  layerLrDecay?: number;
+  /**
    * Save a checkpoint into `dir` after every epoch and stage (model, optimizer, callbacks' state,
    * history), so `resumeFrom` can continue the run; `run` (options and data fingerprint) is stored
    * with it for the resume check.
@@ -123,6 +135,8 @@ export class Trainer {
   batchSize: number;
 
   private step: TrainStep | undefined;
+  /** The weight average of the stage in progress (`ema` > 0). */
+  private average: WeightAverage | undefined;
   private resumed: LoadedCheckpoint | undefined;
   private readonly rng: Rng;
   private readonly ownsCache: boolean;
@@ -145,6 +159,8 @@ export class Trainer {
       augmentCopies: options.augmentCopies ?? DEFAULTS.augmentCopies,
       mixup: options.mixup ?? DEFAULTS.mixup,
       cutmix: options.cutmix ?? DEFAULTS.cutmix,
+      ema: options.ema ?? DEFAULTS.ema,
+      layerLrDecay: options.layerLrDecay ?? DEFAULTS.layerLrDecay,
     };
     this.batchSize = this.options.batchSize;
     this.callbacks = options.callbacks ?? [];
@@ -262,6 +278,8 @@ export class Trainer {
     const started = performance.now();
     this.planMemory(stage);
     this.step = this.makeStep(at ? at.lr : lr);
+    // A stage averages from where it starts (stage 2: stage 1's kept weights), or from the checkpoint.
+    this.average = this.options.ema > 0 ? new WeightAverage(this.mutableVariables(), this.options.ema) : undefined;
     const ctx: TrainingContext = { trainer: this, learner: this, stage, epoch: 0, epochs, stopTraining: false };
     const rows: EpochLogs[] = [];
     try {
@@ -274,6 +292,9 @@ export class Trainer {
           tf.dispose(slots.map((w) => w.tensor));
         }
         ctx.epoch = at.epoch;
+        const average = this.resumed!.emaWeights(this.model);
+        if (this.average && average) this.average.restore(this.model, average, this.resumed!.state.emaUpdates ?? 0);
+        tf.dispose(average);
       }
       await this.each((cb) => cb.onStageBegin?.(ctx));
       if (at) this.restoreCallbackStates(this.resumed!.state.callbacks); // onStageBegin reset them
@@ -284,6 +305,8 @@ export class Trainer {
         await this.each((cb) => cb.onEpochBegin?.(ctx));
         const { loss, accuracy, lr: epochLr } = await this.trainEpoch(ctx, options.signal);
         const row: EpochLogs = { stage, epoch, loss, accuracy, lr: epochLr, seconds: 0 };
+        // Validation and the callbacks (the kept epoch, the saved model) see the average; training goes on from the raw weights.
+        this.average?.swapIn();
         if (valid && valid.images.length > 0) {
           const evaluation = await this.evaluate(valid);
           row.valLoss = evaluation.loss;
@@ -295,11 +318,16 @@ export class Trainer {
         rows.push(row);
         this.history.push(row);
         await this.each((cb) => cb.onEpochEnd?.(ctx, row));
+        this.average?.swapOut();
         await this.saveCheckpoint(ctx, false);
       }
+      // The stage ends on the average (early stopping may then put its best epoch back).
+      this.average?.keep();
       await this.each((cb) => cb.onStageEnd?.(ctx));
       await this.saveCheckpoint(ctx, true);
     } finally {
+      this.average?.dispose();
+      this.average = undefined;
       this.step.dispose();
       this.step = undefined;
     }
@@ -321,7 +349,9 @@ export class Trainer {
       return logitsLayer.apply(dropped) as tf.Tensor2D;
     };
     const loss = this.options.loss ?? softmaxCrossEntropy({ classWeights: this.options.classWeights });
-    return new TrainStep(forward, this.layers.variables(), lr, { ...this.options, loss });
+    const variables = this.layers.variables();
+    const lrScales = this.options.layerLrDecay === 1 ? undefined : this.layers.blockDepths(variables).map((depth) => this.options.layerLrDecay ** depth);
+    return new TrainStep(forward, variables, lr, { ...this.options, loss }, lrScales);
   }
 
   /** Trains one epoch; returns its loss and accuracy, and the learning rate of its first step. */
@@ -354,6 +384,7 @@ export class Trainer {
       firstLr ??= this.learningRate;
       try {
         this.stepOn(indices, dropoutSeed, cache, copyRng, augment, augmentRng, mixRng);
+        this.average?.update();
       } catch (error) {
         if (!isOutOfMemory(error) || size === 1) throw error;
         this.batchSize = Math.max(1, Math.floor(size / 2));
@@ -473,7 +504,9 @@ export class Trainer {
       run: target.run,
     };
     const kept = this.callbacks.map((cb) => cb.checkpointWeights?.(this.model)).find((w) => w !== undefined);
-    await saveCheckpoint(target.dir, this.model, this.step.optimizer, state, kept);
+    // A completed stage's average is in the model already; the next stage starts its own.
+    const average = this.average && !stageComplete ? { values: this.average.checkpointValues(this.model), updates: this.average.updates } : undefined;
+    await saveCheckpoint(target.dir, this.model, this.step.optimizer, state, kept, average);
     this.lastCheckpoint = { stage: ctx.stage, epoch: ctx.epoch, stageComplete };
   }
 
