@@ -76,7 +76,29 @@ export async function saveCheckpoint(
   }
 }
 
+/**
+ * What each checkpoint file set last held, by the tensors' data objects (a tensor's data never
+ * changes; an assignment gives a variable new data): the best epoch's weights, unchanged over the
+ * epochs that do not improve on it, are not read back, hashed and written again each epoch.
+ */
+const lastWritten = new Map<string, { data: unknown[]; names: string[]; stored: StoredTensors }>();
+
 async function writeTensors(dir: string, prefix: string, tensors: NamedTensor[]): Promise<StoredTensors> {
+  const slot = `${path.resolve(dir)}\0${prefix}`;
+  const last = lastWritten.get(slot);
+  const data = tensors.map((t) => (t.tensor as unknown as { dataId: unknown }).dataId);
+  const unchanged =
+    last !== undefined &&
+    last.data.length === data.length &&
+    last.data.every((d, i) => d === data[i] && last.names[i] === tensors[i]!.name) &&
+    (await fs.stat(path.join(dir, last.stored.file)).then((st) => st.isFile(), () => false));
+  if (unchanged) return last.stored;
+  const stored = await encodeAndWrite(dir, prefix, tensors);
+  lastWritten.set(slot, { data, names: tensors.map((t) => t.name), stored });
+  return stored;
+}
+
+async function encodeAndWrite(dir: string, prefix: string, tensors: NamedTensor[]): Promise<StoredTensors> {
   const { data, specs } = await tf.io.encodeWeights(tensors);
   const bytes = new Uint8Array(data as ArrayBuffer);
   const file = `${prefix}-${createHash('sha256').update(bytes).digest('hex').slice(0, 16)}.bin`;

@@ -106,6 +106,8 @@ export class Trainer {
 
   private step: TrainStep | undefined;
   private resumed: LoadedCheckpoint | undefined;
+  /** The validation probabilities after each epoch run in this process, by `stage:epoch`, with the split they ran at. */
+  private readonly validations = new Map<string, { boundary: number; probabilities: Float32Array }>();
   private readonly rng: Rng;
 
   constructor(model: tf.LayersModel, blocks: string[][], data: TrainerData, preprocessing: Preprocessing, options: TrainerOptions = {}) {
@@ -264,6 +266,7 @@ export class Trainer {
         const row: EpochLogs = { stage, epoch, loss, accuracy, lr: epochLr, seconds: 0 };
         if (valid && valid.images.length > 0) {
           const evaluation = await this.evaluate(valid);
+          this.validations.set(`${stage}:${epoch}`, { boundary: this.layers.split.boundary, probabilities: evaluation.probabilities });
           row.valLoss = evaluation.loss;
           row.valAccuracy = evaluation.accuracy;
         }
@@ -463,6 +466,17 @@ export class Trainer {
       probs.dispose();
     }
     return out;
+  }
+
+  /**
+   * The validation set's probabilities as computed after epoch `at` of this process, when the model
+   * still runs at that epoch's split; else undefined. They are the model's probabilities now only if
+   * it holds that epoch's weights again (EarlyStopping restores the best epoch's at each stage end):
+   * then they need not be computed a second time (the same ops on the same values, bit for bit).
+   */
+  validationProbabilitiesAt(at: { stage: number; epoch: number }): Float32Array | undefined {
+    const kept = this.validations.get(`${at.stage}:${at.epoch}`);
+    return kept && kept.boundary === this.layers.split.boundary ? kept.probabilities : undefined;
   }
 
   /** Loss and accuracy on a labelled set, with the probabilities they came from. */
