@@ -369,7 +369,9 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     let metrics: ClassificationMetrics | undefined;
     let validProbabilities: Float32Array | undefined;
     if (hasValid) {
-      validProbabilities = await trainer.predictProbabilities(data.valid);
+      // The best epoch's validation pass already computed them (with the weights the model holds again).
+      const best = earlyStopping.bestEpoch;
+      validProbabilities = (best && trainer.validationProbabilitiesAt(best)) || (await trainer.predictProbabilities(data.valid));
       metrics = classificationMetrics(validProbabilities, data.valid.labels, data.classes);
     }
     const predictions = await predictTest(trainer, data, dataRoot, reporter);
@@ -412,6 +414,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       history: trainer.history,
       ...(metrics ? { metrics: { ...metrics, classes: data.classes } } : {}),
       skipped: data.skipped,
+      ...(diskCache ? { cache: diskCache } : {}),
       ...(validProbabilities
         ? { topLosses: topLossItems(data.valid.paths, data.valid.labels, validProbabilities, data.classes) }
         : {}),

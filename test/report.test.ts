@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DiskCache } from '../src/cache/disk-cache.js';
 import { stripMarks } from '../src/report/curves.js';
 import { abbreviateMiddle, formatDuration } from '../src/report/format.js';
 import {
@@ -213,6 +214,20 @@ describe('renderTopLosses', () => {
     // Only the highest loss (the red image) is drawn.
     expect(one.count(swatches.red!, 60)).toBeGreaterThan(100 * 50);
     expect(one.count(swatches.green!, 60)).toBe(0);
+  });
+
+  it('keeps the finished picture in the cache between runs: the same picture is read back, another one drawn', async () => {
+    const cache = new DiskCache({ dir: path.join(dir, 'cache') });
+    const first = await renderTopLosses(items(), { thumb: 80, cache });
+    expect(cache.counts.report).toMatchObject({ lookups: 1, hits: 0, written: 1 });
+    const again = await renderTopLosses(items(), { thumb: 80, cache });
+    expect(cache.counts.report).toMatchObject({ lookups: 2, hits: 1, written: 1 });
+    expect(again.equals(first)).toBe(true);
+    expect(again.equals(await renderTopLosses(items(), { thumb: 80 }))).toBe(true); // what it would have drawn
+    const changed = items().map((item, i) => (i === 0 ? { ...item, probability: 0.8 } : item));
+    const other = await renderTopLosses(changed, { thumb: 80, cache });
+    expect(cache.counts.report).toMatchObject({ lookups: 3, hits: 1, written: 2 });
+    expect(other.equals(first)).toBe(false);
   });
 
   it('says there were no misclassified images when there are none', async () => {

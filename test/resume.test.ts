@@ -84,6 +84,10 @@ describe('interruption and resume', () => {
     await expect(stopped).rejects.toThrow(InterruptedError);
     await expect(stopped).rejects.toThrow(/saved as of stage 1, epoch 2; .*--resume/);
     expect((await loadCheckpoint(path.join(out, 'checkpoint')))?.state).toMatchObject({ stage: 1, epoch: 2 });
+    // The frozen backbone's weights stay in the file the first epoch wrote; later epochs write only what trains.
+    const state = JSON.parse(readFileSync(path.join(out, 'checkpoint', 'state.json'), 'utf8')) as { weights: { specs: unknown[]; rest?: { specs: unknown[] } } };
+    expect(state.weights.rest?.specs).toHaveLength(2); // head_logits' kernel and bias
+    expect(readdirSync(path.join(out, 'checkpoint')).filter((f) => f.startsWith('weights-'))).toHaveLength(2);
 
     const result = await fineTune({ ...base(), out, resume: true });
     expect(result.history.map((h) => `${h.stage}.${h.epoch}`)).toEqual(historyRows(uninterrupted).map((r) => `${r[0]}.${r[1]}`));

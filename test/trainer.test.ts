@@ -16,6 +16,7 @@ import { FusedInference } from '../src/engine/fused-inference.js';
 import { Trainer, type TrainerOptions } from '../src/train/trainer.js';
 import { TrainableLayers, unfreezeLayers, validUnfreezeStarts } from '../src/train/trainable.js';
 import { FusedAdam } from '../src/train/optimizer.js';
+import { EarlyStopping } from '../src/train/callbacks.js';
 import { DEFAULTS } from '../src/defaults.js';
 import { UsageError } from '../src/errors.js';
 import { fineTune } from '../src/finetune.js';
@@ -227,6 +228,30 @@ describe('Trainer (MobileNetV2 alpha 0.35, 96 px, wasm)', () => {
     expect(retained.images).toBe(all);
     expect(plain.images).toBe(2 * all);
     expect(Array.from(retained.conv)).toEqual(Array.from(plain.conv));
+  });
+
+  it('after EarlyStopping restores the best epoch, its kept validation probabilities are what the model now computes, bit for bit', async () => {
+    const stopping = new EarlyStopping({ patience: 5 });
+    const { trainer, model } = await makeTrainer({ callbacks: [stopping] });
+    trainer.retainActivationsFor({ blocks: 2 });
+    await trainer.fit(2, 3e-3, 1);
+    trainer.unfreeze({ blocks: 2 });
+    await trainer.fit(3, 1e-2, 2); // a high rate: later epochs differ from the best one
+    const best = stopping.bestEpoch!;
+    const again = await trainer.predictProbabilities(data.valid);
+    if (best.stage === 2) {
+      expect(Array.from(trainer.validationProbabilitiesAt(best)!)).toEqual(Array.from(again));
+    } else {
+      expect(trainer.validationProbabilitiesAt(best)).toBeUndefined(); // kept at stage 1's split: not reused
+    }
+    // Another epoch's (other weights) are not what the model computes now.
+    const other = trainer.history.filter((r) => r.stage === 2 && r.epoch !== best.epoch).at(-1)!;
+    expect(trainer.validationProbabilitiesAt(other)).toBeDefined();
+    expect(Array.from(trainer.validationProbabilitiesAt(other)!)).not.toEqual(Array.from(again));
+    expect(trainer.validationProbabilitiesAt({ stage: 1, epoch: 1 })).toBeUndefined(); // another split
+    stopping.disposeWeights();
+    trainer.dispose();
+    model.dispose();
   });
 
   it('VGG16: stage 2 with --unfreeze 1 trains block5 and the head only', async () => {

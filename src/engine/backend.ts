@@ -21,6 +21,7 @@ import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm'; // importing registers 'wasm'
 import { FinetuneError, UsageError } from '../errors.js';
 import { checkKernels, installKernels, kernelsMode, type KernelCheckFailure, type KernelsMode } from './kernel-overrides.js';
+import { registerMeanGradient } from './mean-gradient.js';
 import { defaultWasmThreads, setWasmThreads, wasmThreadsFallback } from './wasm-threads.js';
 import { describeTensorflowDevice, tensorflowBackendFacts, type TensorflowPackage } from './tensorflow-device.js';
 import { startTensorflowBackend } from './tfjs-internals.js';
@@ -195,6 +196,7 @@ async function activate(name: BackendName, options: EngineOptions, kernels: Kern
   // wasm: convolution gradients it lacks, faster Slice, SplitV, Sum, Mean, GatherV2, Identity and
   // Conv2DBackpropInput; webgpu: faster filter gradients; wasm and cpu: ReLU6's gradient.
   installKernels(name, kernels);
+  registerMeanGradient(); // every backend: the same values, without a JavaScript array of ones
   if (!(await tf.setBackend(name))) return undefined;
   await tf.ready();
   return kernels === 'finetune' ? checkKernels() : [];

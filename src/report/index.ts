@@ -4,6 +4,7 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import type { DiskCache } from '../cache/disk-cache.js';
 import type { SkippedFile } from '../data/types.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { RunConfig } from '../runs/config.js';
@@ -40,6 +41,8 @@ export interface RunReportInput {
   title?: string;
   /** What the metrics and top losses were measured on (default 'validation'). */
   split?: string;
+  /** The cache between runs, where top-losses.png is kept (see TopLossesOptions.cache). */
+  cache?: DiskCache;
 }
 
 /**
@@ -77,7 +80,7 @@ async function renderAndWrite(out: string, input: RunReportInput, written: strin
     await write(REPORT_FILES.confusion, pictures.confusion);
   }
   if (input.topLosses) {
-    pictures.topLosses = await renderTopLosses(input.topLosses, { split: input.split });
+    pictures.topLosses = await renderTopLosses(input.topLosses, { split: input.split, ...(input.cache ? { cache: input.cache } : {}) });
     await write(REPORT_FILES.topLosses, pictures.topLosses);
   }
   const html = renderReportHtml({

@@ -2,8 +2,10 @@
  * top-losses.png: the validation images the model got most wrong, each with its true label, the
  * predicted label and their probabilities — the quickest way to spot mislabelled or odd images.
  */
+import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import sharp from 'sharp';
+import type { DiskCache } from '../cache/disk-cache.js';
 import { abbreviateMiddle, COLORS, messagePng, svgDocument, text } from './svg.js';
 
 /** One misclassified image. */
@@ -26,7 +28,16 @@ export interface TopLossesOptions {
   limit?: number;
   /** Which images these are, for the title (default 'validation'; e.g. 'test' from `evaluate`). */
   split?: string;
+  /**
+   * The cache between runs: the finished picture is kept there, keyed by everything drawn in it
+   * (the page and each thumbnail's pixels), so a rerun that draws the same picture skips encoding
+   * it (the dithered palette PNG costs about 1.5 CPU s).
+   */
+  cache?: DiskCache;
 }
+
+/** Bump when the encoding below changes what it produces from the same page and thumbnails. */
+const TOP_LOSSES_ENCODING = 'png palette q90 dither1 effort7 level9 v1';
 
 const THUMB_BACKGROUND = '#f0f0f0';
 const PAD = 12;
@@ -73,10 +84,23 @@ export async function renderTopLosses(items: readonly TopLossItem[], options: To
     body.push(...caption(item, x, y + thumb, thumb));
   });
 
-  const base = sharp(Buffer.from(svgDocument(Math.ceil(width), Math.ceil(height), body)), { density: 72 });
+  const svg = svgDocument(Math.ceil(width), Math.ceil(height), body);
+  const key = options.cache ? pictureKey(svg, composites) : undefined;
+  const cached = key ? await options.cache!.get('report', key) : undefined;
+  if (cached) return Buffer.from(cached.buffer, cached.byteOffset, cached.byteLength);
+  const base = sharp(Buffer.from(svg), { density: 72 });
   // Sixteen photos in a truecolour PNG come to ~1.5 MB; a dithered 256-colour palette looks the same
   // at thumbnail size at a fifth of that, which matters because report.html embeds the picture.
-  return base.composite(composites).png({ palette: true, quality: 90, dither: 1, effort: 7, compressionLevel: 9 }).toBuffer();
+  const png = await base.composite(composites).png({ palette: true, quality: 90, dither: 1, effort: 7, compressionLevel: 9 }).toBuffer();
+  if (key) await options.cache!.put('report', key, png);
+  return png;
+}
+
+/** What decides the picture's bytes: the page, each thumbnail and where it goes, sharp's version and the encoding. */
+function pictureKey(svg: string, composites: sharp.OverlayOptions[]): string {
+  const hash = createHash('sha256').update(svg);
+  for (const c of composites) hash.update(`|${c.left},${c.top}|`).update(c.input as Buffer);
+  return `top-losses|${TOP_LOSSES_ENCODING}|sharp ${JSON.stringify(sharp.versions)}|${hash.digest('hex')}`;
 }
 
 /** The image fitted whole into a thumb × thumb square, upright; undefined when it cannot be read. */

@@ -28,6 +28,11 @@ export interface CheckpointState {
 interface StoredTensors {
   file: string;
   specs: tf.io.WeightsManifestEntry[];
+  /**
+   * The tensors after these, in a file of their own: those that changed since the first file was
+   * written (the layers that train), so the rest (the frozen backbone) is not written every epoch.
+   */
+  rest?: StoredTensors;
 }
 
 interface StateFile extends CheckpointState {
@@ -79,13 +84,46 @@ export async function saveCheckpoint(
     stateFile.emaUpdates = ema.updates;
   }
   await writeFileAtomic(path.join(dir, STATE_FILE), JSON.stringify(stateFile));
-  const keep = new Set([stateFile.weights.file, stateFile.optimizer.file, stateFile.best?.file, stateFile.ema?.file]);
+  const keep = new Set([...filesOf(stateFile.weights), ...filesOf(stateFile.optimizer), ...filesOf(stateFile.best), ...filesOf(stateFile.ema)]);
   for (const name of await fs.readdir(dir)) {
     if (!keep.has(name) && /^(weights|optimizer|best|ema)-[0-9a-f]+\.bin$/.test(name)) await fs.rm(path.join(dir, name), { force: true });
   }
 }
 
+/**
+ * The file each checkpoint tensor set last started with, and the tensors' data objects in it (a
+ * tensor's data never changes; an assignment gives a variable new data). While those tensors still
+ * lead the set, that file is kept and only the tensors after them are written (the frozen backbone's
+ * weights are not read back, hashed and written every epoch); a set that changed in its first
+ * tensors is written anew, split where it first differed from the previous one.
+ */
+const lastWritten = new Map<string, { data: unknown[]; names: string[]; stored: StoredTensors }>();
+
 async function writeTensors(dir: string, prefix: string, tensors: NamedTensor[]): Promise<StoredTensors> {
+  const slot = `${path.resolve(dir)}\0${prefix}`;
+  const data = tensors.map((t) => (t.tensor as unknown as { dataId: unknown }).dataId);
+  const names = tensors.map((t) => t.name);
+  const last = lastWritten.get(slot);
+  let same = 0; // how many leading tensors the last first file holds unchanged
+  if (last) while (same < last.data.length && same < data.length && last.data[same] === data[same] && last.names[same] === names[same]) same++;
+  const lastFileThere = last !== undefined && (await fs.stat(path.join(dir, last.stored.file)).then((st) => st.isFile(), () => false));
+  if (last && lastFileThere && same === last.data.length) {
+    const { rest: _old, ...first } = last.stored;
+    return same === tensors.length ? first : { ...first, rest: await encodeAndWrite(dir, prefix, tensors.slice(same)) };
+  }
+  // Split where this set first differs from the last one: what lies before stayed the same once, and likely stays.
+  const split = same > 0 && same < tensors.length ? same : tensors.length;
+  const first = await encodeAndWrite(dir, prefix, tensors.slice(0, split));
+  lastWritten.set(slot, { data: data.slice(0, split), names: names.slice(0, split), stored: first });
+  return split === tensors.length ? first : { ...first, rest: await encodeAndWrite(dir, prefix, tensors.slice(split)) };
+}
+
+/** Every file a stored tensor set is in. */
+function filesOf(stored: StoredTensors | undefined): string[] {
+  return stored ? [stored.file, ...filesOf(stored.rest)] : [];
+}
+
+async function encodeAndWrite(dir: string, prefix: string, tensors: NamedTensor[]): Promise<StoredTensors> {
   const { data, specs } = await tf.io.encodeWeights(tensors);
   const bytes = new Uint8Array(data as ArrayBuffer);
   const file = `${prefix}-${createHash('sha256').update(bytes).digest('hex').slice(0, 16)}.bin`;
@@ -118,13 +156,23 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint | un
   if (stateFile.format !== 'finetune-checkpoint/1') {
     throw new FinetuneError(`the checkpoint in ${dir} has format ${String(stateFile.format)}, which this finetune cannot resume.`);
   }
-  const read = async (stored: StoredTensors) => {
+  const readFile = async (file: string) => {
     try {
-      const bytes = await fs.readFile(path.join(dir, stored.file));
-      return { bytes: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer, specs: stored.specs };
+      return await fs.readFile(path.join(dir, file));
     } catch (error) {
-      throw new FinetuneError(`the checkpoint in ${dir} is incomplete: ${stored.file} (${(error as Error).message}); start the run again.`);
+      throw new FinetuneError(`the checkpoint in ${dir} is incomplete: ${file} (${(error as Error).message}); start the run again.`);
     }
+  };
+  // A set's files (see StoredTensors.rest) hold its tensors in order: one buffer, one list of specs.
+  const read = async (stored: StoredTensors) => {
+    const parts: Buffer[] = [];
+    const specs: tf.io.WeightsManifestEntry[] = [];
+    for (let part: StoredTensors | undefined = stored; part; part = part.rest) {
+      parts.push(await readFile(part.file));
+      specs.push(...part.specs);
+    }
+    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return { bytes: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer, specs };
   };
   const weights = await read(stateFile.weights);
   const slots = await read(stateFile.optimizer);

@@ -138,6 +138,8 @@ export class Trainer {
   /** The weight average of the stage in progress (`ema` > 0). */
   private average: WeightAverage | undefined;
   private resumed: LoadedCheckpoint | undefined;
+  /** The validation probabilities after each epoch run in this process, by `stage:epoch`, with the split they ran at. */
+  private readonly validations = new Map<string, { boundary: number; probabilities: Float32Array }>();
   private readonly rng: Rng;
   private readonly ownsCache: boolean;
 
@@ -309,6 +311,7 @@ export class Trainer {
         this.average?.swapIn();
         if (valid && valid.images.length > 0) {
           const evaluation = await this.evaluate(valid);
+          this.validations.set(`${stage}:${epoch}`, { boundary: this.layers.split.boundary, probabilities: evaluation.probabilities });
           row.valLoss = evaluation.loss;
           row.valAccuracy = evaluation.accuracy;
         }
@@ -530,6 +533,17 @@ export class Trainer {
       probs.dispose();
     }
     return out;
+  }
+
+  /**
+   * The validation set's probabilities as computed after epoch `at` of this process, when the model
+   * still runs at that epoch's split; else undefined. They are the model's probabilities now only if
+   * it holds that epoch's weights again (EarlyStopping restores the best epoch's at each stage end):
+   * then they need not be computed a second time (the same ops on the same values, bit for bit).
+   */
+  validationProbabilitiesAt(at: { stage: number; epoch: number }): Float32Array | undefined {
+    const kept = this.validations.get(`${at.stage}:${at.epoch}`);
+    return kept && kept.boundary === this.layers.split.boundary ? kept.probabilities : undefined;
   }
 
   /** Loss and accuracy on a labelled set, with the probabilities they came from. */
