@@ -3,9 +3,10 @@
  * Keras already downloaded are reused), else downloaded once into finetune's cache, like Keras's get_file.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { promises as fs, createReadStream } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fileDigest } from '../io/digest.js';
 import { Agent, fetch, ProxyAgent, type Dispatcher } from 'undici';
 import { FinetuneError, UsageError } from '../errors.js';
 import type { Reporter } from '../reporter.js';
@@ -33,12 +34,6 @@ export function weightsCacheDir(home?: string): string {
 
 function defaultKerasDir(): string {
   return path.join(process.env.KERAS_HOME ?? path.join(os.homedir(), '.keras'), 'models');
-}
-
-async function fileDigest(file: string, algorithm: string): Promise<string> {
-  const hash = createHash(algorithm);
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 const isFile = (p: string): Promise<boolean> =>

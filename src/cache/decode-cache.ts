@@ -7,10 +7,10 @@
  * for files that have not changed since the last run. The content still decides: any write to a
  * file changes its ctime (which cannot be set back by hand), and then the file is hashed again.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
+import { fileDigest } from '../io/digest.js';
 import { decodeAll, type DecodeAllOptions, type DecodeAllResult } from '../data/decode.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { DiskCache, FILE_DIGEST_MEMO } from './disk-cache.js';
@@ -50,7 +50,7 @@ export class FileDigests {
       this.changed = true;
       return row[4];
     }
-    const sha = await hashFile(abs).catch(() => undefined);
+    const sha = await fileDigest(abs).catch(() => undefined);
     if (sha === undefined) return undefined;
     this.rows.set(abs, [st.size, st.mtimeMs, st.ctimeMs, st.ino, sha, now]);
     this.changed = true;
@@ -86,15 +86,6 @@ async function readMemo(file: string): Promise<Map<string, MemoRow>> {
   }
 }
 
-function hashFile(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash('sha256');
-    createReadStream(file)
-      .on('data', (chunk) => hash.update(chunk))
-      .on('error', reject)
-      .on('end', () => resolve(hash.digest('hex')));
-  });
-}
 
 /** The cache key of a file's decoded pixels. */
 export function decodedImageKey(fileSha256: string, size: number, resize: string): string {

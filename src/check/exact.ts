@@ -3,8 +3,8 @@
  * valid or test (then validation accuracy is measured on images the model was trained on).
  * Only file sizes and SHA-256 digests: nothing is decoded.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import { fileDigest } from '../io/digest.js';
 import type { DatasetLayout } from '../data/types.js';
 
 /** The splits a file can be in. */
@@ -30,13 +30,6 @@ export function layoutFiles(layout: DatasetLayout): SplitFile[] {
     ...layout.valid.map((f) => ({ path: f.path, split: 'valid' as const, label: f.label })),
     ...layout.test.map((p) => ({ path: p, split: 'test' as const, label: -1 })),
   ];
-}
-
-/** SHA-256 of a file's bytes, hex. */
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /** True when the group's files are not all in one split. */
@@ -84,7 +77,7 @@ export async function exactDuplicateGroups(layout: DatasetLayout, options: Exact
   const candidates = [...bySize.values()].filter((g) => g.length > 1).flat().sort((a, b) => a - b);
   let done = 0;
   const digests = await mapLimited(candidates, 8, async (i) => {
-    const digest = await sha256File(files[i]!.path).catch(() => undefined);
+    const digest = await fileDigest(files[i]!.path).catch(() => undefined);
     options.onProgress?.(++done, candidates.length);
     return digest;
   });

@@ -2,9 +2,9 @@
  * `--sort-into <dir>`: puts each labelled file into `<dir>/<label>/`, never overwriting anything and
  * never losing a file.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, constants as fsConstants, promises as fs } from 'node:fs';
+import { constants as fsConstants, promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import { fileDigest } from '../io/digest.js';
 import { UsageError } from '../errors.js';
 
 /** copy (the default), move, or a symbolic link to the original. */
@@ -130,7 +130,7 @@ async function copyVerified(source: string, target: string): Promise<void> {
     } finally {
       await handle.close();
     }
-    const [a, b] = await Promise.all([sha256(source), sha256(target)]);
+    const [a, b] = await Promise.all([fileDigest(source), fileDigest(target)]);
     if (a !== b) throw new Error('the copy differs from the original');
   } catch (error) {
     await fs.rm(target, { force: true });
@@ -138,15 +138,6 @@ async function copyVerified(source: string, target: string): Promise<void> {
   }
 }
 
-function sha256(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash('sha256');
-    createReadStream(file)
-      .on('data', (chunk) => hash.update(chunk))
-      .on('error', reject)
-      .on('end', () => resolve(hash.digest('hex')));
-  });
-}
 
 function* candidates(folder: string, name: string): Generator<string> {
   yield path.join(folder, name);
