@@ -5,6 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { initEngine } from '../src/engine/backend.js';
+import { runKernelFunc, tfjsKernel } from '../src/engine/tfjs-internals.js';
 import { WASM_FAST_PATH_KERNELS } from '../src/engine/wasm-fast-paths.js';
 import { randoms, relativeError, size } from './helpers/kernel-check.js';
 
@@ -47,7 +48,7 @@ describe('wasm fast paths', () => {
   });
 
   it('are the kernels registered for wasm', () => {
-    for (const name of WASM_FAST_PATH_KERNELS) expect(tf.getKernel(name, 'wasm')?.kernelFunc.name).toMatch(/^(slice|splitV|sum|mean|gatherV2|identity)$/);
+    for (const name of WASM_FAST_PATH_KERNELS) expect(tf.getKernel(name, 'wasm')?.kernelFunc.name).toMatch(/^(slice|splitV|sum|mean|gatherV2|identity|add|multiply|sub|realDiv)$/);
   });
 
   it('Slice: contiguous, strided in 2-5 dimensions, and empty slices equal cpu exactly', async () => {
@@ -115,6 +116,33 @@ describe('wasm fast paths', () => {
     ints.dispose();
   });
 
+  it('Add, Mul, Sub, RealDiv with a last-axis broadcast equal tfjs-wasm\'s own kernels bit for bit, either operand first', async () => {
+    await initEngine('wasm');
+    const special = [0, -0, Infinity, -Infinity, NaN, 1e-40, 3e38];
+    for (const [aShape, bShape] of [
+      [[32, 7, 7, 336], [336]], // batch norm's scale over MobileNetV2 α=1.0's block 14 input
+      [[1, 1, 1, 45], [8, 3, 3, 45]], // the small operand first, 4 columns and a remainder
+      [[5, 7], [1, 7]],
+      [[6, 3], [3]], // under 4 columns
+      [[4, 6], [4, 6]], // same shape: shipped kernel
+      [[4, 6], [4, 1]], // another axis: shipped kernel
+    ]) {
+      const a = tf.tensor(randoms(size(aShape!), 3).map((v, i) => (i % 11 === 0 ? special[i % special.length]! : v)), aShape);
+      const b = tf.tensor(randoms(size(bShape!), 4).map((v, i) => (i % 5 === 0 ? special[(i + 2) % special.length]! : v)), bShape);
+      for (const [name, op] of [[tf.Add, tf.add], [tf.Multiply, tf.mul], [tf.Sub, tf.sub], [tf.RealDiv, tf.div]] as const) {
+        const ours = op(a, b);
+        const [shipped] = runKernelFunc(tfjsKernel(name, 'wasm')!, { a, b });
+        expect(ours.shape).toEqual(shipped!.shape);
+        // Compared as bits: NaN payloads and the sign of zero included.
+        const [x, y] = [new Uint32Array((await ours.data()).buffer), new Uint32Array((await shipped!.data()).buffer)];
+        const differs = x.findIndex((bits, i) => bits !== y[i]);
+        expect(differs, `${name} ${aShape} ${bShape}: first differing element`).toBe(-1);
+        tf.dispose([ours, shipped!]);
+      }
+      tf.dispose([a, b]);
+    }
+  });
+
   it('Identity shares the data; disposing either tensor leaves the other intact', async () => {
     await initEngine('wasm');
     const x = tf.tensor1d([1, 2, 3]);
@@ -139,6 +167,7 @@ describe('wasm fast paths', () => {
           tf.slice(x, [1, 1, 1, 1], [2, 2, 2, 2]),
           tf.gather(x, [3, 1]),
           tf.clone(x),
+          tf.mul(x, x.slice([0, 0, 0, 0], [1, 1, 1, 64])),
         ].forEach((t) => t.dataSync()),
       );
     const buffers = () => (tf.backend() as unknown as { numDataIds(): number }).numDataIds();
