@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { initEngine } from '../src/engine/backend.js';
 import { runKernelFunc, tfjsKernel } from '../src/engine/tfjs-internals.js';
-import { WASM_FAST_PATH_KERNELS } from '../src/engine/wasm-fast-paths.js';
+import { broadcastLayout, WASM_FAST_PATH_KERNELS } from '../src/engine/wasm-fast-paths.js';
 import { randoms, relativeError, size } from './helpers/kernel-check.js';
 
 /** Runs `f` on seeded inputs of `shapes` on wasm and on cpu; returns both results' values. */
@@ -116,19 +116,29 @@ describe('wasm fast paths', () => {
     ints.dispose();
   });
 
-  it('Add, Mul, Sub, RealDiv with a last-axis broadcast equal tfjs-wasm\'s own kernels bit for bit, either operand first', async () => {
+  it('Add, Multiply, Sub, RealDiv with a broadcast operand equal tfjs-wasm\'s own kernels bit for bit, either operand first', async () => {
     await initEngine('wasm');
     const special = [0, -0, Infinity, -Infinity, NaN, 1e-40, 3e38];
-    for (const [aShape, bShape] of [
-      [[32, 7, 7, 336], [336]], // batch norm's scale over MobileNetV2 α=1.0's block 14 input
-      [[1, 1, 1, 45], [8, 3, 3, 45]], // the small operand first, 4 columns and a remainder
-      [[5, 7], [1, 7]],
-      [[6, 3], [3]], // under 4 columns
-      [[4, 6], [4, 6]], // same shape: shipped kernel
-      [[4, 6], [4, 1]], // another axis: shipped kernel
-    ]) {
-      const a = tf.tensor(randoms(size(aShape!), 3).map((v, i) => (i % 11 === 0 ? special[i % special.length]! : v)), aShape);
-      const b = tf.tensor(randoms(size(bShape!), 4).map((v, i) => (i % 5 === 0 ? special[(i + 2) % special.length]! : v)), bShape);
+    for (const [aShape, bShape, fast] of [
+      [[32, 7, 7, 336], [336], true], // batch norm's scale over MobileNetV2 α=1.0's block 14 input
+      [[1, 1, 1, 45], [8, 3, 3, 45], true], // the small operand first, 4 columns and a remainder
+      [[5, 7], [1, 7], true],
+      [[6, 3], [3], true], // under 4 columns
+      [[32, 1, 1, 45], [32, 7, 7, 45], true], // a global average pool's gradient
+      [[32, 2], [32, 1], true], // the loss: one value per row
+      [[3, 1, 1, 1], [3, 2, 2, 5], true], // one value per image
+      [[7, 5], [], true], // a scalar
+      [[], [9], true],
+      [[2, 1, 3], [2, 4, 3], true],
+      [[4, 6], [4, 6], false], // same shape: shipped kernel
+      [[4, 1], [1, 6], false], // both broadcast: shipped kernel
+      [[2, 3, 4], [2, 1, 1], true], // one value per row of 12
+      [[2, 3, 4], [1, 3, 1], false], // ones on both sides: shipped kernel
+    ] as Array<[number[], number[], boolean]>) {
+      const simd = [[aShape, bShape], [bShape, aShape]].some(([big, small]) => broadcastLayout({ shape: big }, { shape: small }) !== undefined);
+      expect(simd, `${aShape} ${bShape} on the SIMD kernel`).toBe(fast);
+      const a = tf.tensor(randoms(size(aShape), 3).map((v, i) => (i % 11 === 0 ? special[i % special.length]! : v)), aShape);
+      const b = tf.tensor(randoms(size(bShape), 4).map((v, i) => (i % 5 === 0 ? special[(i + 2) % special.length]! : v)), bShape);
       for (const [name, op] of [[tf.Add, tf.add], [tf.Multiply, tf.mul], [tf.Sub, tf.sub], [tf.RealDiv, tf.div]] as const) {
         const ours = op(a, b);
         const [shipped] = runKernelFunc(tfjsKernel(name, 'wasm')!, { a, b });
