@@ -153,6 +153,17 @@ describe('wasm fast paths', () => {
     }
   });
 
+  it("Mean's gradient (a global average pool's) equals tfjs's (dy · 1) / n bit for bit", async () => {
+    await initEngine('wasm');
+    const x = tf.tensor(randoms(4 * 3 * 5 * 6, 7), [4, 3, 5, 6]);
+    const dy = tf.tensor(randoms(4 * 6, 8).map((v, i) => (i === 0 ? -0 : v)), [4, 6]);
+    const ours = tf.grad((t: tf.Tensor) => tf.mean(t, [1, 2]))(x, dy);
+    const tfjs = tf.div(tf.mul(tf.reshape(dy, [4, 1, 1, 6]), tf.ones(x.shape)), 15);
+    const [a, b] = [new Uint32Array((await ours.data()).buffer), new Uint32Array((await tfjs.data()).buffer)];
+    expect(a.findIndex((bits, i) => bits !== b[i])).toBe(-1);
+    tf.dispose([x, dy, ours, tfjs]);
+  });
+
   it('Identity shares the data; disposing either tensor leaves the other intact', async () => {
     await initEngine('wasm');
     const x = tf.tensor1d([1, 2, 3]);
