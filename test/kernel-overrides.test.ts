@@ -67,6 +67,10 @@ describe("kernels: 'tfjs'", () => {
       Mean: 'tfjs',
       GatherV2: 'tfjs',
       Identity: 'tfjs',
+      Add: 'tfjs',
+      Multiply: 'tfjs',
+      Sub: 'tfjs',
+      RealDiv: 'tfjs',
       [RELU6_GRAD]: 'tfjs-ops',
     });
     expect(registeredKernel(RELU6_GRAD, 'wasm')).toBeUndefined();

@@ -5,7 +5,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { initEngine } from '../src/engine/backend.js';
-import { WASM_FAST_PATH_KERNELS } from '../src/engine/wasm-fast-paths.js';
+import { runKernelFunc, tfjsKernel } from '../src/engine/tfjs-internals.js';
+import { broadcastLayout, WASM_FAST_PATH_KERNELS } from '../src/engine/wasm-fast-paths.js';
 import { randoms, relativeError, size } from './helpers/kernel-check.js';
 
 /** Runs `f` on seeded inputs of `shapes` on wasm and on cpu; returns both results' values. */
@@ -47,7 +48,7 @@ describe('wasm fast paths', () => {
   });
 
   it('are the kernels registered for wasm', () => {
-    for (const name of WASM_FAST_PATH_KERNELS) expect(tf.getKernel(name, 'wasm')?.kernelFunc.name).toMatch(/^(slice|splitV|sum|mean|gatherV2|identity)$/);
+    for (const name of WASM_FAST_PATH_KERNELS) expect(tf.getKernel(name, 'wasm')?.kernelFunc.name).toMatch(/^(slice|splitV|sum|mean|gatherV2|identity|add|multiply|sub|realDiv)$/);
   });
 
   it('Slice: contiguous, strided in 2-5 dimensions, and empty slices equal cpu exactly', async () => {
@@ -115,6 +116,54 @@ describe('wasm fast paths', () => {
     ints.dispose();
   });
 
+  it('Add, Multiply, Sub, RealDiv with a broadcast operand equal tfjs-wasm\'s own kernels bit for bit, either operand first', async () => {
+    await initEngine('wasm');
+    const special = [0, -0, Infinity, -Infinity, NaN, 1e-40, 3e38];
+    for (const [aShape, bShape, fast] of [
+      [[32, 7, 7, 336], [336], true], // batch norm's scale over MobileNetV2 α=1.0's block 14 input
+      [[1, 1, 1, 45], [8, 3, 3, 45], true], // the small operand first, 4 columns and a remainder
+      [[5, 7], [1, 7], true],
+      [[6, 3], [3], true], // under 4 columns
+      [[32, 1, 1, 45], [32, 7, 7, 45], true], // a global average pool's gradient
+      [[32, 2], [32, 1], true], // the loss: one value per row
+      [[3, 1, 1, 1], [3, 2, 2, 5], true], // one value per image
+      [[7, 5], [], true], // a scalar
+      [[], [9], true],
+      [[2, 1, 3], [2, 4, 3], true],
+      [[4, 6], [4, 6], false], // same shape: shipped kernel
+      [[4, 1], [1, 6], false], // both broadcast: shipped kernel
+      [[2, 3, 4], [2, 1, 1], true], // one value per row of 12
+      [[2, 3, 4], [1, 3, 1], false], // ones on both sides: shipped kernel
+    ] as Array<[number[], number[], boolean]>) {
+      const simd = [[aShape, bShape], [bShape, aShape]].some(([big, small]) => broadcastLayout({ shape: big }, { shape: small }) !== undefined);
+      expect(simd, `${aShape} ${bShape} on the SIMD kernel`).toBe(fast);
+      const a = tf.tensor(randoms(size(aShape), 3).map((v, i) => (i % 11 === 0 ? special[i % special.length]! : v)), aShape);
+      const b = tf.tensor(randoms(size(bShape), 4).map((v, i) => (i % 5 === 0 ? special[(i + 2) % special.length]! : v)), bShape);
+      for (const [name, op] of [[tf.Add, tf.add], [tf.Multiply, tf.mul], [tf.Sub, tf.sub], [tf.RealDiv, tf.div]] as const) {
+        const ours = op(a, b);
+        const [shipped] = runKernelFunc(tfjsKernel(name, 'wasm')!, { a, b });
+        expect(ours.shape).toEqual(shipped!.shape);
+        // Compared as bits: NaN payloads and the sign of zero included.
+        const [x, y] = [new Uint32Array((await ours.data()).buffer), new Uint32Array((await shipped!.data()).buffer)];
+        const differs = x.findIndex((bits, i) => bits !== y[i]);
+        expect(differs, `${name} ${aShape} ${bShape}: first differing element`).toBe(-1);
+        tf.dispose([ours, shipped!]);
+      }
+      tf.dispose([a, b]);
+    }
+  });
+
+  it("Mean's gradient (a global average pool's) equals tfjs's (dy · 1) / n bit for bit", async () => {
+    await initEngine('wasm');
+    const x = tf.tensor(randoms(4 * 3 * 5 * 6, 7), [4, 3, 5, 6]);
+    const dy = tf.tensor(randoms(4 * 6, 8).map((v, i) => (i === 0 ? -0 : v)), [4, 6]);
+    const ours = tf.grad((t: tf.Tensor) => tf.mean(t, [1, 2]))(x, dy);
+    const tfjs = tf.div(tf.mul(tf.reshape(dy, [4, 1, 1, 6]), tf.ones(x.shape)), 15);
+    const [a, b] = [new Uint32Array((await ours.data()).buffer), new Uint32Array((await tfjs.data()).buffer)];
+    expect(a.findIndex((bits, i) => bits !== b[i])).toBe(-1);
+    tf.dispose([x, dy, ours, tfjs]);
+  });
+
   it('Identity shares the data; disposing either tensor leaves the other intact', async () => {
     await initEngine('wasm');
     const x = tf.tensor1d([1, 2, 3]);
@@ -139,6 +188,7 @@ describe('wasm fast paths', () => {
           tf.slice(x, [1, 1, 1, 1], [2, 2, 2, 2]),
           tf.gather(x, [3, 1]),
           tf.clone(x),
+          tf.mul(x, x.slice([0, 0, 0, 0], [1, 1, 1, 64])),
         ].forEach((t) => t.dataSync()),
       );
     const buffers = () => (tf.backend() as unknown as { numDataIds(): number }).numDataIds();

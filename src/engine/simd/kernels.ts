@@ -13,6 +13,13 @@ import { PLAIN_MEMORY_KERNELS, SHARED_MEMORY_KERNELS } from './kernels.generated
 export interface SimdKernels {
   /** dst[c] = scale · Σ_r src[r·cols + c]. */
   sumRows(src: number, rows: number, cols: number, dst: number, scale: number): void;
+  /**
+   * out[r·cols + c] = x[r·cols + c] OP y[⌊r / rowRepeat⌋·yRowStride + c·yColStride] (yColStride 0 or 1);
+   * op 0 +, 1 ·, 2 −, 3 reversed −, 4 ÷, 5 reversed ÷.
+   */
+  broadcastRows(
+    op: number, x: number, y: number, out: number, rows: number, cols: number, rowRepeat: number, yRowStride: number, yColStride: number,
+  ): void;
   /** out[i] = dy[i] where 0 ≤ x[i] ≤ 6, else 0. */
   relu6Grad(dy: number, x: number, out: number, n: number): void;
   /** acc[fx·C + k] (float64) += x[ix·C + k] · dy[xo·C + k] over one output row (depthwise, multiplier 1). */

@@ -71,6 +71,63 @@
           (local.set $c (i32.add (local.get $c) (i32.const 1)))
           (br $ls1))))))
 
+;; out[r * cols + c] = x[r * cols + c] OP y[(r / rowRepeat) * yRowStride + c * yColStride] for
+  ;; r < rows, c < cols: a binary op with its second operand broadcast (yColStride 1: a vector along
+  ;; the last axes, e.g. batch norm's scale over NHWC, or [N, 1, 1, C] over [N, H, W, C]; yColStride 0:
+  ;; one value per row, or a scalar with rows 1). op: 0 x + y, 1 x * y, 2 x - y, 3 y - x, 4 x / y,
+  ;; 5 y / x. One IEEE operation per element, as tfjs's own kernels compute it, so the results are
+  ;; the same bit for bit. Columns past the last multiple of 4 run through the same vector op on
+  ;; lanes loaded one at a time (lane 0).
+  (func (export "broadcastRows")
+    (param $op i32) (param $x i32) (param $y i32) (param $out i32) (param $rows i32) (param $cols i32)
+    (param $rowRepeat i32) (param $yRowStride i32) (param $yColStride i32)
+    (local $r i32) (local $c i32) (local $end4 i32) (local $xrow i32) (local $orow i32) (local $yrow i32) (local $o i32)
+    (local $v v128) (local $w v128) (local $res v128)
+    (local.set $end4 (i32.and (local.get $cols) (i32.const -4)))
+    (local.set $xrow (local.get $x))
+    (local.set $orow (local.get $out))
+    (block $rowsDone (loop $rowLoop
+      (br_if $rowsDone (i32.ge_u (local.get $r) (local.get $rows)))
+      (local.set $yrow (i32.add (local.get $y)
+        (i32.shl (i32.mul (i32.div_u (local.get $r) (local.get $rowRepeat)) (local.get $yRowStride)) (i32.const 2))))
+      ;; one value for the whole row
+      (if (i32.eqz (local.get $yColStride))
+        (then (local.set $w (v128.load32_splat (local.get $yrow)))))
+      (local.set $c (i32.const 0))
+      (block $colsDone (loop $colLoop
+        (br_if $colsDone (i32.ge_u (local.get $c) (local.get $cols)))
+        (local.set $o (i32.shl (local.get $c) (i32.const 2)))
+        (if (i32.lt_u (local.get $c) (local.get $end4))
+          (then
+            (local.set $v (v128.load (i32.add (local.get $xrow) (local.get $o))))
+            (if (local.get $yColStride)
+              (then (local.set $w (v128.load (i32.add (local.get $yrow) (local.get $o)))))))
+          (else
+            (local.set $v (v128.load32_zero (i32.add (local.get $xrow) (local.get $o))))
+            (if (local.get $yColStride)
+              (then (local.set $w (v128.load32_zero (i32.add (local.get $yrow) (local.get $o))))))))
+        (block $applied
+          (block $b5 (block $b4 (block $b3 (block $b2 (block $b1 (block $b0
+            (br_table $b0 $b1 $b2 $b3 $b4 $b5 (local.get $op)))
+            (local.set $res (f32x4.add (local.get $v) (local.get $w))) (br $applied))
+            (local.set $res (f32x4.mul (local.get $v) (local.get $w))) (br $applied))
+            (local.set $res (f32x4.sub (local.get $v) (local.get $w))) (br $applied))
+            (local.set $res (f32x4.sub (local.get $w) (local.get $v))) (br $applied))
+            (local.set $res (f32x4.div (local.get $v) (local.get $w))) (br $applied))
+          (local.set $res (f32x4.div (local.get $w) (local.get $v))))
+        (if (i32.lt_u (local.get $c) (local.get $end4))
+          (then
+            (v128.store (i32.add (local.get $orow) (local.get $o)) (local.get $res))
+            (local.set $c (i32.add (local.get $c) (i32.const 4))))
+          (else
+            (f32.store (i32.add (local.get $orow) (local.get $o)) (f32x4.extract_lane 0 (local.get $res)))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))))
+        (br $colLoop)))
+      (local.set $xrow (i32.add (local.get $xrow) (i32.shl (local.get $cols) (i32.const 2))))
+      (local.set $orow (i32.add (local.get $orow) (i32.shl (local.get $cols) (i32.const 2))))
+      (local.set $r (i32.add (local.get $r) (i32.const 1)))
+      (br $rowLoop))))
+
   ;; out[i] = dy[i] where 0 <= x[i] <= 6, else 0, for i < n: the gradient of ReLU6 (clipByValue's).
   (func (export "relu6Grad")
     (param $dy i32) (param $x i32) (param $out i32) (param $n i32)

@@ -6,10 +6,17 @@
  * convolution before it) may still rewrite them.
  */
 import { endianness } from 'node:os';
-import onnxProto from 'onnx-proto';
+import { createRequire } from 'node:module';
+import type onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 
-const { onnx } = onnxProto;
+/** ONNX's schema, loaded on first use (a CommonJS module, required synchronously): loading
+ * protobufjs costs ~0.1 CPU s, which every start of the CLI paid for the export it may never run. */
+let schema: typeof onnxProto.onnx | undefined;
+function onnxSchema(): typeof onnxProto.onnx {
+  schema ??= (createRequire(import.meta.url)('onnx-proto') as typeof onnxProto).onnx;
+  return schema;
+}
 
 /** Opset 13: Softmax over one axis, Clip with tensor bounds, Pad with tensor pads; read by every runtime since 2021. */
 export const OPSET = 13;
@@ -45,7 +52,7 @@ function rawBytes(values: Float32Array | BigInt64Array): Uint8Array {
 }
 
 function attribute(name: string, value: AttributeValue): OnnxTypes.IAttributeProto {
-  const T = onnx.AttributeProto.AttributeType;
+  const T = onnxSchema().AttributeProto.AttributeType;
   if (typeof value === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(value) };
   if (typeof value === 'number') {
     if (!Number.isInteger(value)) throw new TypeError(`attribute ${name}: ${value} is not an integer; pass { float: ${value} }`);
@@ -60,7 +67,7 @@ function valueInfo(info: TensorInfo): OnnxTypes.IValueInfoProto {
     name: info.name,
     type: {
       tensorType: {
-        elemType: onnx.TensorProto.DataType.FLOAT,
+        elemType: onnxSchema().TensorProto.DataType.FLOAT,
         shape: { dim: info.dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
       },
     },
@@ -119,6 +126,7 @@ export class OnnxGraphBuilder {
 
   /** The whole model as ONNX protobuf bytes. */
   encode(input: TensorInfo, output: TensorInfo, description: ModelDescription): Uint8Array {
+    const onnx = onnxSchema();
     const DataType = onnx.TensorProto.DataType;
     const initializer: OnnxTypes.ITensorProto[] = [
       ...this.floats.map((f) => ({ name: f.name, dims: f.dims, dataType: DataType.FLOAT, rawData: rawBytes(f.data) })),
@@ -145,5 +153,5 @@ export class OnnxGraphBuilder {
 
 /** Decodes ONNX bytes (for tests and tools that inspect an export). */
 export function decodeOnnxModel(bytes: Uint8Array): OnnxTypes.ModelProto {
-  return onnx.ModelProto.decode(bytes);
+  return onnxSchema().ModelProto.decode(bytes);
 }
