@@ -9,7 +9,7 @@ comparison can be checked:
 - base MobileNetV2(include_top=False, alpha) frozen and called with training=False (BatchNorm stays in inference
   mode in both stages, as the guide says); GlobalAveragePooling2D, Dropout(0.2), Dense(1) with
   BinaryCrossentropy(from_logits=True) for 2 classes (the guide's head), Dense(n) with sparse softmax otherwise;
-- stage 1: Adam(1e-4) for --head-epochs (10); stage 2: layers from index 100 of the base unfrozen,
+- stage 1: Adam(1e-4; --lr) for --head-epochs (10); stage 2: layers from index 100 of the base unfrozen,
   RMSprop(1e-5) (the tensorflow.org guide; keras.io uses Adam(1e-5)) for --fine-tune-epochs (5; the guide uses 10);
 - reported accuracy/loss: model.evaluate on val/ after the last epoch (the guide keeps the last epoch).
 Weights: a classic Keras HDF5 file (layer_names / weight_names, e.g. ../shared's from-int8 α=1.0 no_top file) or a
@@ -38,6 +38,7 @@ def parse_args():
     p.add_argument('--fine-tune-epochs', type=int, default=5)
     p.add_argument('--fine-tune-at', type=int, default=100)
     p.add_argument('--seed', type=int, default=1)
+    p.add_argument('--lr', type=float, default=1e-4, help="stage 1 Adam rate (default 1e-4, the guide's); stage 2 uses lr / 10")
     p.add_argument('--features-of', help='instead of training: print the pooled backbone features of this .npy input batch (NHWC, [-1, 1]) as JSON')
     return p.parse_args()
 
@@ -144,7 +145,7 @@ def main():
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         metrics = ['accuracy']
 
-    lr = 1e-4
+    lr = args.lr
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=metrics)
     s1 = time.perf_counter()
     h1 = model.fit(train, epochs=args.head_epochs, validation_data=val, verbose=2)
@@ -160,7 +161,7 @@ def main():
     t1 = os.times()
     history = [round(float(a), 4) for a in h1.history['val_accuracy'] + h2.history.get('val_accuracy', [])]
     print(json.dumps({
-        'recipe': 'keras-guide', 'alpha': args.alpha, 'size': args.size, 'classes': classes,
+        'recipe': 'keras-guide', 'lr': lr, 'alpha': args.alpha, 'size': args.size, 'classes': classes,
         'valAccuracy': round(float(val_acc), 4), 'valLoss': round(float(val_loss), 4),
         'valAccuracyPerEpoch': history,
         'seconds': round(time.perf_counter() - wall0, 2),

@@ -21,6 +21,8 @@ export interface KerasBenchOptions {
   /** Weights per alpha: the same file for both sides (Keras reads it by layer name too). */
   weightsFor: (alpha: number) => string;
   python: string;
+  /** Stage 1 learning rate of the Keras recipe (the guide's 1e-4 when undefined). */
+  kerasLr?: number;
   timeLimitSeconds: number;
   log: (line: string) => void;
 }
@@ -53,8 +55,10 @@ export function findTensorflowPython(): { python?: string; reason?: string } {
   return { reason: `no Python with TensorFlow and Keras (tried ${candidates.join(', ')}): pip install tensorflow-cpu, then set FINETUNE_BENCH_PYTHON` };
 }
 
-function commandFor(recipe: KerasRecipe, alpha: number, dataRoot: string, weights: string, python: string, out: string): string[] {
-  if (recipe === 'keras') return [python, path.join(repoRoot, 'bench/keras-recipe.py'), dataRoot, '--alpha', String(alpha), '--weights', weights];
+function commandFor(recipe: KerasRecipe, alpha: number, dataRoot: string, weights: string, python: string, out: string, kerasLr?: number): string[] {
+  if (recipe === 'keras') {
+    return [python, path.join(repoRoot, 'bench/keras-recipe.py'), dataRoot, '--alpha', String(alpha), '--weights', weights, ...(kerasLr ? ['--lr', String(kerasLr)] : [])];
+  }
   const finetune = [process.execPath, path.join(repoRoot, 'bin/finetune.js'), dataRoot, '--alpha', String(alpha), '--weights', weights, '--no-cache', '--quiet', '--overwrite', '-o', out];
   return recipe === 'finetune-copies4' ? [...finetune, '--augment-copies', '4'] : finetune;
 }
@@ -82,7 +86,7 @@ async function runTimed(argv: string[], timeLimitSeconds: number): Promise<{ std
 async function runOne(recipe: KerasRecipe, alpha: number, round: number, o: KerasBenchOptions): Promise<KerasRun> {
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'finetune-bench-keras-'));
   const out = path.join(tmp, 'run');
-  const argv = commandFor(recipe, alpha, o.dataRoot, o.weightsFor(alpha), o.python, out);
+  const argv = commandFor(recipe, alpha, o.dataRoot, o.weightsFor(alpha), o.python, out, o.kerasLr);
   const loadBefore = os.loadavg()[0]!;
   try {
     const r = await runTimed(argv, o.timeLimitSeconds);

@@ -78,6 +78,7 @@ interface Flags {
   predictImages?: string[];
   predictRounds: number;
   kerasRounds: number;
+  kerasLr?: number;
 }
 
 const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean);
@@ -99,6 +100,11 @@ const seconds = (value: string) => {
 const positiveSeconds = (value: string) => {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('use a number of seconds > 0');
+  return n;
+};
+const positiveRate = (value: string) => {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('use a rate > 0, e.g. 1e-3');
   return n;
 };
 const numberList = (check: (n: number) => boolean, what: string) => (value: string) => {
@@ -151,6 +157,7 @@ function parseFlags(argv: string[]): Flags {
     .option('--predict-runs <list>', 'predict-engines: run folders to label with (default: MobileNetV2 α=0.35 and 1.0 at 224 px from ../shared weights)', list)
     .option('--predict-images <list>', 'predict-engines: image folders (default: hymenoptera val/ and 100 per class of flowers)', list)
     .option('--predict-rounds <n>', 'predict-engines: `finetune predict` runs per engine, alternating', wholeNumber, 3)
+    .option('--keras-lr <rate>', "keras: the Keras recipe's stage 1 Adam rate (default the guide's 1e-4; stage 2 at a tenth)", positiveRate)
     .option('--keras-rounds <n>', 'keras: rounds of (Keras recipe, finetune, finetune --augment-copies 4) per alpha, alternating', wholeNumber, 1)
     .addHelpText(
       'after',
@@ -502,6 +509,7 @@ export async function main(argv: string[]): Promise<number> {
               rounds: flags.kerasRounds,
               weightsFor: (a) => sharedWeightsFor(a, sharedDir)!,
               python: found.python!,
+              kerasLr: flags.kerasLr,
               timeLimitSeconds: flags.timeLimit ?? 1800,
               log,
             }),
