@@ -140,7 +140,7 @@ def main():
     model = keras.Model(inputs, outputs)
     if binary:
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
-        metrics = [keras.metrics.BinaryAccuracy(threshold=0.5, name='accuracy')]
+        metrics = [keras.metrics.BinaryAccuracy(threshold=0, name='accuracy')]  # on logits, as the guide
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         metrics = ['accuracy']

@@ -33,6 +33,8 @@ export interface KerasRun {
   round: number;
   valAccuracy: number;
   valLoss: number;
+  /** The Keras recipe's validation accuracy after each epoch. */
+  valAccuracyPerEpoch?: number[];
   /** Wall seconds of the whole process (start-up, imports, decoding, both stages). */
   seconds: number;
   /** User + system CPU seconds of the process, every thread. */
@@ -93,10 +95,13 @@ async function runOne(recipe: KerasRecipe, alpha: number, round: number, o: Kera
     if (r.status !== 0) throw new Error(`${recipe} α=${alpha} failed (status ${r.status}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
     let valAccuracy: number;
     let valLoss: number;
+    let perEpoch: number[] | undefined;
     if (recipe === 'keras') {
       const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
       if (!line) throw new Error(`keras α=${alpha} printed no JSON result: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-      ({ valAccuracy, valLoss } = JSON.parse(line) as { valAccuracy: number; valLoss: number });
+      const result = JSON.parse(line) as { valAccuracy: number; valLoss: number; valAccuracyPerEpoch: number[] };
+      ({ valAccuracy, valLoss } = result);
+      perEpoch = result.valAccuracyPerEpoch;
     } else {
       const results = (JSON.parse(readFileSync(path.join(out, 'finetune.json'), 'utf8')) as { results: { valAccuracy: number; valLoss: number } }).results;
       valAccuracy = Math.round(results.valAccuracy * 1e4) / 1e4;
@@ -104,6 +109,7 @@ async function runOne(recipe: KerasRecipe, alpha: number, round: number, o: Kera
     }
     return {
       recipe, alpha, round, valAccuracy, valLoss,
+      ...(perEpoch ? { valAccuracyPerEpoch: perEpoch } : {}),
       seconds: round2(r.wall), cpuSeconds: round2(r.cpu),
       loadAverage: [round2(loadBefore), round2(os.loadavg()[0]!)],
       command: argv.map((a) => path.relative(repoRoot, a).startsWith('..') || !existsSync(a) ? a : path.relative(repoRoot, a)).join(' '),
