@@ -1,5 +1,6 @@
 /** The benchmark's JSON document, the machine it describes, and the console table. */
 import type { CacheBenchResult } from './cache.js';
+import type { KerasRun } from './keras.js';
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -57,6 +58,8 @@ export interface BenchReport {
   decode?: DecodeResult;
   /** `--only predict-engines`: finetune predict's processes per engine (bench/predict-engines.ts). */
   predictEngines?: PredictEngineRun[];
+  /** --only keras: the Keras guide's recipe beside finetune; `skipped` says why it did not run. */
+  keras?: { python?: string; runs?: KerasRun[]; skipped?: string; error?: string };
   backends: BackendReport[];
   seconds: number;
 }

@@ -34,10 +34,11 @@ import { killActiveJob, repoRoot, runJob } from './jobs.js';
 import type { StepBudget } from './measure.js';
 import { modelLabel, stepDescription, type ModelConfig, type SpeedKind, type SpeedResult } from './model-speed.js';
 import { formatTable, machineInfo, tableRows, versions, type BackendReport, type BenchReport } from './report.js';
+import { benchKeras, findTensorflowPython, formatKerasBench } from './keras.js';
 import { benchPredictEngines, formatPredictEngines, type PredictEngineRun } from './predict-engines.js';
 import { resolveStagedData, type StagedOptions, type StagedResult } from './staged.js';
 
-const MEASUREMENTS = ['decode', 'forward', 'train', 'staged', 'accuracy', 'counts', 'predict-engines', 'cache'] as const;
+const MEASUREMENTS = ['decode', 'forward', 'train', 'staged', 'accuracy', 'counts', 'predict-engines', 'cache', 'keras'] as const;
 type Measurement = (typeof MEASUREMENTS)[number];
 /** What runs with no --only: accuracy takes minutes per configuration, so it is asked for by name. */
 const DEFAULT_MEASUREMENTS: Measurement[] = ['decode', 'forward', 'train', 'staged'];
@@ -76,6 +77,8 @@ interface Flags {
   predictRuns?: string[];
   predictImages?: string[];
   predictRounds: number;
+  kerasRounds: number;
+  kerasLr?: number;
 }
 
 const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean);
@@ -97,6 +100,11 @@ const seconds = (value: string) => {
 const positiveSeconds = (value: string) => {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('use a number of seconds > 0');
+  return n;
+};
+const positiveRate = (value: string) => {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('use a rate > 0, e.g. 1e-3');
   return n;
 };
 const numberList = (check: (n: number) => boolean, what: string) => (value: string) => {
@@ -149,12 +157,16 @@ function parseFlags(argv: string[]): Flags {
     .option('--predict-runs <list>', 'predict-engines: run folders to label with (default: MobileNetV2 α=0.35 and 1.0 at 224 px from ../shared weights)', list)
     .option('--predict-images <list>', 'predict-engines: image folders (default: hymenoptera val/ and 100 per class of flowers)', list)
     .option('--predict-rounds <n>', 'predict-engines: `finetune predict` runs per engine, alternating', wholeNumber, 3)
+    .option('--keras-lr <rate>', "keras: the Keras recipe's stage 1 Adam rate (default the guide's 1e-4; stage 2 at a tenth)", positiveRate)
+    .option('--keras-rounds <n>', 'keras: rounds of (Keras recipe, finetune, finetune --augment-copies 4) per alpha, alternating', wholeNumber, 1)
     .addHelpText(
       'after',
       '\nThe pure-JavaScript cpu backend runs only when named in --backends, and then with a small workload (the --quick sizes, no VGG16 training step).' +
         '\nAccuracy (--only accuracy) runs fineTune on hymenoptera once per alpha × recipe × seed, with the ../shared ImageNet weights for α 0.35 and 1;' +
         '\nabout 1 minute a run at α=0.35 and 2.5 at α=1 on 2 CPU cores.' +
-        '\nPredict engines (--only predict-engines) times whole `finetune predict` processes with --engine tfjs and --engine onnx on the same images.',
+        '\nPredict engines (--only predict-engines) times whole `finetune predict` processes with --engine tfjs and --engine onnx on the same images.' +
+        '\nKeras (--only keras) runs the Keras guide\'s transfer-learning recipe (bench/keras-recipe.py; Python from $FINETUNE_BENCH_PYTHON,' +
+        '\n/tmp/tfenv/bin/python or python3, skipped when none imports TensorFlow) beside finetune on hymenoptera, --alphas (default 1,0.35).',
     );
   // A usage error exits with status 2, as finetune's own commands do (commander's default is 1).
   program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
@@ -472,8 +484,44 @@ export async function main(argv: string[]): Promise<number> {
       );
     }
 
-    // Only predict-engines: no per-backend measurement to make.
-    const perBackend = [...only].some((m) => m !== 'decode' && m !== 'predict-engines');
+    if (only.has('keras')) {
+      const found = findTensorflowPython();
+      const hymenoptera = path.join(sharedDir, 'datasets/hymenoptera_data');
+      const alphas = (flags.alphas as number[] | undefined) ?? [1, 0.35];
+      const missing = alphas.filter((a) => sharedWeightsFor(a, sharedDir) === undefined);
+      const skipped = !found.python
+        ? found.reason
+        : !existsSync(hymenoptera)
+          ? `${hymenoptera} does not exist (set FINETUNE_SHARED_DIR)`
+          : missing.length
+            ? `no ../shared weights for α ${missing.join(', ')} (0.35 and 1 have them)`
+            : undefined;
+      if (skipped) {
+        log(`keras: skipped: ${skipped}`);
+        report.keras = { skipped };
+      } else {
+        try {
+          report.keras = {
+            python: found.python,
+            runs: await benchKeras({
+              dataRoot: hymenoptera,
+              alphas,
+              rounds: flags.kerasRounds,
+              weightsFor: (a) => sharedWeightsFor(a, sharedDir)!,
+              python: found.python!,
+              kerasLr: flags.kerasLr,
+              timeLimitSeconds: flags.timeLimit ?? 1800,
+              log,
+            }),
+          };
+        } catch (error) {
+          report.keras = { error: (error as Error).message };
+        }
+      }
+    }
+
+    // Only predict-engines or keras: no per-backend measurement to make.
+    const perBackend = [...only].some((m) => m !== 'decode' && m !== 'predict-engines' && m !== 'keras');
     for (const backend of perBackend ? backends : []) {
       const b: BackendReport = { name: backend, notes: [], forward: [], train: [] };
       report.backends.push(b);
@@ -553,6 +601,9 @@ export async function main(argv: string[]): Promise<number> {
   for (const b of report.backends) console.log(`${b.name}: ${b.detail ?? 'not started'}${b.notes.length ? ` — ${b.notes.join('; ')}` : ''}`);
   if (report.backends.length > 0 || report.decode) console.log(`\n${formatTable(tableRows(report))}\n`);
   if (report.predictEngines) console.log(`\nfinetune predict, whole process, --engine tfjs against --engine onnx:\n${formatPredictEngines(report.predictEngines)}\n`);
+  if (report.keras?.runs) console.log(`\nKeras guide's recipe against finetune, whole processes, alternating (CPU s: user + system, every thread):\n${formatKerasBench(report.keras.runs)}\n`);
+  if (report.keras?.skipped) console.log(`keras: skipped: ${report.keras.skipped}`);
+  if (report.keras?.error) console.log(`keras failed: ${report.keras.error}`);
   for (const r of results) {
     console.log(
       `counts ${r.model}, batch ${r.batch}, ${r.stage} (${r.trains}), ${r.variant}: ${r.dispatchesPerStep} dispatches ` +
@@ -574,7 +625,8 @@ export async function main(argv: string[]): Promise<number> {
     report.backends.some(
       (b) => b.stagedError || b.cacheError || [...b.forward, ...b.train].some((r) => r.error) || (b.accuracy ?? []).some((c) => c.failures.length > 0),
     ) ||
-    (report.backends.length === 0 && !report.decode && !report.predictEngines) ||
+    (report.backends.length === 0 && !report.decode && !report.predictEngines && !report.keras) ||
+    report.keras?.error !== undefined ||
     countsErrors.length > 0;
   return failed ? 1 : 0;
 }
