@@ -127,6 +127,25 @@ describe('runSweep in one process', () => {
     expect(new Set(counts).size, `tensors after each run: ${counts.join(', ')}`).toBe(1);
   }, 300_000);
 
+  it('a --folds sweep reports each run\'s folds mean as its validation accuracy', async (ctx) => {
+    // --folds needs pretrained weights (it is refused with --weights none).
+    needShared(ctx, 'a --folds run', `${TM_WEIGHTS}/model.json`);
+    const p = plan(
+      ['--alpha', '0.35', '--image-size', '32', '--weights', weights, '--epochs', '1', '--fine-tune-epochs', '0', '--batch-size', '8', '--augment', 'none', '--backend', 'wasm', '--folds', '2'],
+      ['lr=0.01'],
+    );
+    const out = path.join(dir, 'folds');
+    const results = await runSweep({ plan: p, out });
+    expect(results.map((r) => `${r.run.name} ${r.status}`)).toEqual(['base done', 'lr=0.01 done']);
+    for (const r of results) {
+      const config = JSON.parse(readFileSync(path.join(r.folder, 'finetune.json'), 'utf8')) as { results: { valAccuracy: number; valLoss: number } };
+      expect(r.valAccuracy).toBe(config.results.valAccuracy);
+      expect(r.valLoss).toBe(config.results.valLoss);
+    }
+    const csv = sweepCsv(p, results).trim().split('\n');
+    expect(csv[1]).toMatch(/^base,base,0\.001,0\.\d+,,,\d/); // accuracy and loss; no Wilson interval for a mean over folds
+  }, 300_000);
+
   it('a run that fails is recorded with its reason and the sweep goes on', async (ctx) => {
     // Without pretrained weights there is no stage 2, so no --unfreeze-from to refuse.
     needShared(ctx, 'a stage-2 layer check', `${TM_WEIGHTS}/model.json`);

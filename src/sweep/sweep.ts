@@ -207,10 +207,11 @@ async function readResults(folder: string): Promise<Partial<SweepRunResult>> {
     | undefined;
   const ci = metrics?.accuracyCI95;
   const result: Partial<SweepRunResult> = {
-    valAccuracy: numberOrUndefined(metrics?.accuracy),
+    // A --folds run has no held-out validation set of its own: finetune.json gives the folds' means.
+    valAccuracy: numberOrUndefined(metrics?.accuracy) ?? numberOrUndefined(config?.results?.valAccuracy),
     valCI95: Array.isArray(ci) && ci.length === 2 && ci.every((x) => typeof x === 'number') ? (ci as [number, number]) : undefined,
     valSamples: numberOrUndefined(metrics?.samples),
-    valLoss: numberOrUndefined(metrics?.loss),
+    valLoss: numberOrUndefined(metrics?.loss) ?? numberOrUndefined(config?.results?.valLoss),
     testAccuracy: numberOrUndefined(metrics?.test?.accuracy) ?? numberOrUndefined(config?.results?.testAccuracy),
     seconds: numberOrUndefined(config?.results?.seconds),
   };
