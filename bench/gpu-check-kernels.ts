@@ -7,6 +7,7 @@
  * dispatch's group) and the softmax cross-entropy (value and gradient, against tfjs ops on cpu).
  */
 import * as tf from '@tensorflow/tfjs';
+import { mulberry32Uniforms } from '../src/data/rng.js';
 import { convBatchNormActivation, type ConvBatchNormUnit } from '../src/engine/conv-bn-activation.js';
 import { WebGPUAdam } from '../src/engine/webgpu-adam.js';
 import { softmaxCrossEntropy } from '../src/train/loss.js';
@@ -22,16 +23,7 @@ const TOLERANCE = 1e-4;
 
 /** Deterministic uniform(−1, 1) values (the tests' mulberry32). */
 function randoms(size: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(size);
-  for (let i = 0; i < size; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
-  }
-  return out;
+  return Float32Array.from(mulberry32Uniforms(size, seed), (u) => 2 * u - 1);
 }
 
 function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {

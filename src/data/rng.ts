@@ -144,3 +144,20 @@ export class Rng {
     this.seedKey = s[4]! >>> 0;
   }
 }
+
+/**
+ * `count` uniform values in [0, 1) from mulberry32 seeded with `seed`: the fixed inputs of the
+ * kernel checks (start-up, tests, the GPU check), the same on every machine.
+ */
+export function mulberry32Uniforms(count: number, seed: number): Float64Array {
+  let a = seed >>> 0;
+  const out = new Float64Array(count);
+  for (let i = 0; i < count; i++) {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = ((t ^ (t >>> 14)) >>> 0) / TWO_32;
+  }
+  return out;
+}

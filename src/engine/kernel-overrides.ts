@@ -13,6 +13,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { UsageError } from '../errors.js';
+import { mulberry32Uniforms } from '../data/rng.js';
 import { RELU6_GRAD_REPLACEMENTS } from './relu6.js';
 import { cpuKernelOnCopies, installKernel, registeredKernel, restoreTfjsKernel, runKernelFunc, tfjsKernel } from './tfjs-internals.js';
 import { WASM_FAST_PATH_REPLACEMENTS } from './wasm-fast-paths.js';
@@ -250,17 +251,9 @@ async function compare(ours: tf.Tensor, theirs: tf.Tensor): Promise<string | und
 /** Deterministic uniform values in the input's range (mulberry32). */
 function seededValues(spec: CheckInput, seed: number): number[] {
   const [lo, hi] = spec.range ?? [-1, 1];
-  let a = seed >>> 0;
-  const out: number[] = [];
-  for (let i = 0; i < tf.util.sizeFromShape(spec.shape); i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    const u = ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-    out.push(spec.dtype === 'int32' ? Math.floor(lo + u * (hi - lo)) : lo + u * (hi - lo));
-  }
-  return out;
+  return Array.from(mulberry32Uniforms(tf.util.sizeFromShape(spec.shape), seed), (u) =>
+    spec.dtype === 'int32' ? Math.floor(lo + u * (hi - lo)) : lo + u * (hi - lo),
+  );
 }
 
 function describeCase(c: KernelCheckCase): string {

@@ -1,19 +1,11 @@
 /** What the kernel tests (wasm, webgpu) share: seeded inputs, running one kernel, a scale-relative error. */
 import * as tf from '@tensorflow/tfjs';
 import { expect } from 'vitest';
+import { mulberry32Uniforms } from '../../src/data/rng.js';
 
 /** Deterministic uniform(-1, 1) values (mulberry32). */
 export function randoms(size: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(size);
-  for (let i = 0; i < size; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
-  }
-  return out;
+  return Float32Array.from(mulberry32Uniforms(size, seed), (u) => 2 * u - 1);
 }
 
 export const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
