@@ -152,6 +152,9 @@ export async function accuracyRun(spec: AccuracyRunSpec, backend: BackendName, l
       ...spec.recipe.options,
       seed: spec.seed,
       backend,
+      // Every run as a first run: nothing from the persistent cache (another seed's decoded images,
+      // a recipe's shared stage 1), so its seconds are what the recipe costs.
+      cache: false,
       reporter,
     });
     const cpu = process.cpuUsage(cpuBefore);

@@ -14,6 +14,7 @@ import { discoverLayout } from './data/layout.js';
 import { AUGMENT_LEVELS, type AugmentLevel, type DatasetLayout, type ResizeMode } from './data/types.js';
 import { exactCrossSplitDuplicates } from './check/exact.js';
 import { defaultDiskCacheMb, DiskCache } from './cache/disk-cache.js';
+import { restoreStageResult, stageOneKey, storeStageResult } from './cache/stage-result.js';
 import { DEFAULTS } from './defaults.js';
 import { initEngine, type BackendRequest, type EngineInfo } from './engine/backend.js';
 import { FinetuneError, InterruptedError, UsageError } from './errors.js';
@@ -38,6 +39,7 @@ import { unfreezeLayers } from './train/trainable.js';
 import { softmaxCrossEntropy } from './train/loss.js';
 import { LearningRateSchedule, type ScheduleName } from './train/schedules.js';
 import { Trainer } from './train/trainer.js';
+import { layersDigest } from './train/activation-cache.js';
 import type { Callback, EpochLogs, UnfreezeSpec } from './train/types.js';
 import { classificationMetrics, type ClassificationMetrics } from './train/metrics.js';
 import { crossValidate, formatFoldAccuracy, sharedActivationCache, type CrossValidation } from './train/cross-validate.js';
@@ -295,19 +297,49 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   };
   // Cross-validation's folds and the final fit share one cache: each image's frozen output is computed once.
   const sharedCache = pooled ? sharedActivationCache(model, preprocessing, { ...trainerOptions, ...(diskCache ? { diskCache } : {}) }) : undefined;
+  const runInfo = { options: runIdentity(opts), fingerprint };
+  const failBatchesAbove = options.failBatchesAbove ?? envNumber('FINETUNE_TEST_FAIL_BATCHES_ABOVE');
   const trainer = new Trainer(model, blocks, pooled ? { train: pooled } : data, preprocessing, {
     ...trainerOptions,
     loss: softmaxCrossEntropy({ classWeights, labelSmoothing: opts.labelSmoothing }),
     callbacks,
     ...(sharedCache ? { activationCache: sharedCache } : {}),
-    ...(pooled ? {} : { checkpoint: { dir: files(RUN_FILES.checkpoint), run: { options: runIdentity(opts), fingerprint } } }),
-    failBatchesAbove: options.failBatchesAbove ?? envNumber('FINETUNE_TEST_FAIL_BATCHES_ABOVE'),
+    ...(pooled ? {} : { checkpoint: { dir: files(RUN_FILES.checkpoint), run: runInfo } }),
+    ...(failBatchesAbove !== undefined ? { failBatchesAbove } : {}),
     ...(diskCache ? { diskCache } : {}),
   });
   if (checkpoint) {
     trainer.resumeFrom(checkpoint);
     const { stage, epoch, stageComplete } = checkpoint.state;
     reporter.info(`resuming after stage ${stage}, epoch ${epoch}${stageComplete ? ' (stage complete)' : ''}`);
+  }
+  // Stage 1 as an earlier run computed it, when everything it depends on is the same (see
+  // cache/stage-result.ts): the run goes on from there as a resumed one would. Not for runs whose
+  // stage 1 is all they train, or whose loop has callbacks the key cannot know.
+  const stageOneKeyNow =
+    diskCache && !checkpoint && !pooled && !fromScratch && stage2 && opts.fineTuneEpochs > 0 && opts.epochs > 0 &&
+    !options.callbacks?.length && failBatchesAbove === undefined
+      ? await stageOneKey({
+          options: runInfo.options,
+          stage2,
+          classes: data.classes,
+          train: { digests: trainer.cache.imageDigests(data.train), labels: data.train.labels },
+          valid: { digests: trainer.cache.imageDigests(data.valid), labels: data.valid.labels },
+          model: await layersDigest(model, model.layers.length - 1),
+          preprocessing,
+          engine: engine.detail,
+          tfjs: tf.version.tfjs,
+        })
+      : undefined;
+  const stageOneFromCache =
+    stageOneKeyNow !== undefined && (await restoreStageResult(diskCache!, stageOneKeyNow, files(RUN_FILES.checkpoint), runInfo));
+  if (stageOneFromCache) {
+    trainer.resumeFrom((await loadCheckpoint(files(RUN_FILES.checkpoint)))!);
+    const best = earlyStopping.bestEpoch && trainer.history.find((r) => r.stage === earlyStopping.bestEpoch!.stage && r.epoch === earlyStopping.bestEpoch!.epoch);
+    reporter.info(
+      `stage 1: from the cache (${diskCache!.dir}): an earlier run trained the same head on the same images, weights and options ` +
+        `(${trainer.history.length} epochs${best ? `; best epoch ${best.epoch}: val_loss ${(best.valLoss ?? best.loss).toFixed(4)} val_acc ${(best.valAccuracy ?? best.accuracy).toFixed(4)}` : ''})`,
+    );
   }
 
   let crossValidation: CrossValidation | undefined;
@@ -349,12 +381,13 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     if (fromScratch) {
       trainer.unfreeze({ blocks: Number.MAX_SAFE_INTEGER });
       reporter.info(`training every layer of ${spec.name} from random weights for up to ${opts.epochs} epochs (lr ${opts.lr}); no stage 2`);
-    } else {
+    } else if (!stageOneFromCache) {
       reporter.info(`stage 1: training the head on the frozen ${spec.name} for up to ${opts.epochs} epochs (lr ${opts.lr})`);
     }
     // Stage 1 caches what lies below stage 2's layers, so unfreezing needn't run the backbone again.
     if (stage2) trainer.retainActivationsFor(stage2);
     await trainer.fit(stage1Epochs, opts.lr, 1, { signal: options.signal });
+    if (stageOneKeyNow && !stageOneFromCache) await storeStageResult(diskCache!, stageOneKeyNow, files(RUN_FILES.checkpoint));
 
     if (stage2 && stage2Epochs > 0) {
       const unfrozen = trainer.unfreeze(stage2);
@@ -391,6 +424,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         ...(crossValidation ? { folds: foldsJson(crossValidation, false) } : {}),
         ...(testMetrics ? { testAccuracy: testMetrics.accuracy, testLoss: testMetrics.loss } : {}),
         stageSeconds: trainer.stageSeconds,
+        ...(stageOneFromCache ? { stage1FromCache: true } : {}),
         seconds: (performance.now() - started) / 1000,
       },
     };

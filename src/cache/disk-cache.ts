@@ -39,8 +39,8 @@ export function defaultDiskCacheMb(): number {
   return mb;
 }
 
-/** The kinds of entry (one subfolder each): decoded images, frozen-layer outputs, report pictures. */
-export const CACHE_KINDS = ['pixels', 'frozen', 'report'];
+/** The kinds of entry (one subfolder each): decoded images, frozen-layer outputs, report pictures, stage 1's results. */
+export const CACHE_KINDS = ['pixels', 'frozen', 'report', 'stage'];
 /** (path, size, mtime, ctime, inode) → sha256 of the file, so unchanged files are not read again to be hashed. */
 export const FILE_DIGEST_MEMO = 'file-digests.json';
 
@@ -62,7 +62,7 @@ export interface DiskCacheStats {
   entries: number;
   bytes: number;
   maxBytes: number;
-  /** Entries and bytes per kind (`pixels`: decoded images, `frozen`: frozen-layer outputs, `report`: top-losses pictures). */
+  /** Entries and bytes per kind (`pixels`: decoded images, `frozen`: frozen-layer outputs, `report`: top-losses pictures, `stage`: stage 1's results). */
   kinds: Record<string, { entries: number; bytes: number }>;
 }
 

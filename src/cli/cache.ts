@@ -9,7 +9,7 @@ export interface CacheIo {
   stdout?: NodeJS.WritableStream;
 }
 
-const KIND_NAMES: Record<string, string> = { pixels: 'decoded images', frozen: 'frozen-layer outputs', report: 'report pictures' };
+const KIND_NAMES: Record<string, string> = { pixels: 'decoded images', frozen: 'frozen-layer outputs', report: 'report pictures', stage: 'stage-1 results (trained heads)' };
 
 function mib(bytes: number): string {
   return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;

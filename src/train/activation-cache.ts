@@ -281,12 +281,12 @@ export class ActivationCache {
    */
   private async rowKeys(set: ImageSet, boundary: number, from: number, copies: number): Promise<string[]> {
     let model = this.modelDigests.get(boundary);
-    if (!model) this.modelDigests.set(boundary, (model = frozenLayersDigest(this.model, boundary)));
+    if (!model) this.modelDigests.set(boundary, (model = layersDigest(this.model, boundary)));
     const { imageSize, preprocessing, augment } = this.options;
     const common =
       `frozen|layers ${await model}|layer ${this.model.layers[boundary]!.name}|via ${from}|size ${imageSize}|` +
       `preprocessing ${JSON.stringify(preprocessing)}|backend ${tf.getBackend()}|tfjs ${tf.version.tfjs}`;
-    const digests = this.pixelDigests(set);
+    const digests = this.imageDigests(set);
     if (copies === 0) return digests.map((d) => `${common}|image ${d}|unaugmented`);
     const stream = JSON.stringify(this.options.rng.fork('augment-copies').getState());
     const level = `augment ${augment} ${JSON.stringify(augmentSettings(augment))} stream ${stream}`;
@@ -295,7 +295,8 @@ export class ActivationCache {
     return keys;
   }
 
-  private pixelDigests(set: ImageSet): string[] {
+  /** sha256 of each image's decoded pixels (memoized per set): part of every key of the persistent cache. */
+  imageDigests(set: ImageSet): string[] {
     let digests = this.digests.get(set);
     if (!digests) {
       digests = Array.from({ length: set.images.length }, (_, i) => createHash('sha256').update(set.images.get(i)).digest('hex'));
@@ -337,7 +338,7 @@ export class ActivationCache {
     const { imageSize: size, preprocessing, batchSize } = this.options;
     const n = set.images.length;
     const streams = this.options.rng.fork('augment-copies');
-    const digests = copies > 0 ? this.pixelDigests(set) : [];
+    const digests = copies > 0 ? this.imageDigests(set) : [];
     const parts: tf.Tensor[] = [];
     this.imagesComputed += rows.length;
     try {
@@ -361,7 +362,7 @@ export class ActivationCache {
 }
 
 /** sha256 of the layers up to `boundary`: names, classes, configurations and weight values. */
-async function frozenLayersDigest(model: tf.LayersModel, boundary: number): Promise<string> {
+export async function layersDigest(model: tf.LayersModel, boundary: number): Promise<string> {
   const hash = createHash('sha256');
   for (const layer of model.layers.slice(0, boundary + 1)) {
     hash.update(JSON.stringify([layer.name, layer.getClassName(), layer.getConfig()]));
