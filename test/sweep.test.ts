@@ -127,6 +127,30 @@ describe('runSweep in one process', () => {
     expect(new Set(counts).size, `tensors after each run: ${counts.join(', ')}`).toBe(1);
   }, 300_000);
 
+  it('a sweep over a stage-2 flag trains stage 1 once: the other runs take it from the cache, and hold no tensors after', async (ctx) => {
+    // With --weights none there is no stage 2, so nothing to share.
+    needShared(ctx, 'a staged sweep', `${TM_WEIGHTS}/model.json`);
+    const p = plan(
+      ['--alpha', '0.35', '--image-size', '32', '--weights', weights, '--epochs', '2', '--fine-tune-epochs', '1', '--batch-size', '8', '--augment', 'none', '--backend', 'wasm'],
+      ['fine-tune-lr=0.0005,0.00002'],
+    );
+    const counts: number[] = [];
+    const out = path.join(dir, 'stage-2-flag');
+    const results = await runSweep({
+      plan: p,
+      out,
+      log: (line) => {
+        if (/^run [23]\/3/.test(line)) counts.push(tf.memory().numTensors);
+      },
+    });
+    counts.push(tf.memory().numTensors);
+    expect(results.map((r) => `${r.run.name} ${r.status}`)).toEqual(['base done', 'fine-tune-lr=0.0005 done', 'fine-tune-lr=0.00002 done']);
+    const fromCache = (run: string) =>
+      (JSON.parse(readFileSync(path.join(out, run, 'finetune.json'), 'utf8')) as { results: { stage1FromCache?: boolean } }).results.stage1FromCache;
+    expect(['base', 'fine-tune-lr=0.0005', 'fine-tune-lr=0.00002'].map(fromCache)).toEqual([undefined, true, true]);
+    expect(new Set(counts).size, `tensors after each run: ${counts.join(', ')}`).toBe(1);
+  }, 300_000);
+
   it('a --folds sweep reports each run\'s folds mean as its validation accuracy', async (ctx) => {
     // --folds needs pretrained weights (it is refused with --weights none).
     needShared(ctx, 'a --folds run', `${TM_WEIGHTS}/model.json`);
