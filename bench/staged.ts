@@ -10,7 +10,8 @@
  * set — everything `fineTune` does between decoding and saving, feature computation included.
  * Not timed: decoding, building the model, loading weights.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { getBackbone } from '../src/backbones/registry.js';
@@ -81,7 +82,12 @@ export interface StagedResult {
 
 const TM_WEIGHTS = 'weights/teachable-machine-mobilenet_v2_0.35_224';
 
-/** Which folder a `data` option means, and what to say about it. */
+/**
+ * Which folder a `data` option means, and what to say about it: 'shapes', 'hymenoptera',
+ * 'flowers[:N]' (the first N files by name of each class of ../shared's flowers_kaggle_128, default
+ * 200, linked into a folder under the system's temporary folder; no valid/, so --val-split holds
+ * out 20 %, drawn by the seed), or a data folder.
+ */
 export function resolveStagedData(data: string, sharedDir: string, repoRoot: string): { name: string; root: string; note?: string } {
   const shapes = { name: 'shapes', root: path.join(repoRoot, 'fixtures/shapes') };
   if (data === 'shapes') return shapes;
@@ -89,6 +95,21 @@ export function resolveStagedData(data: string, sharedDir: string, repoRoot: str
     const root = path.join(sharedDir, 'datasets/hymenoptera_data');
     if (existsSync(root)) return { name: 'hymenoptera', root };
     return { ...shapes, note: `${root} is absent: the shapes fixture stands in` };
+  }
+  const flowers = /^flowers(?::(\d+))?$/.exec(data);
+  if (flowers) {
+    const perClass = Number(flowers[1] ?? 200);
+    const source = path.join(sharedDir, 'datasets/flowers_kaggle_128');
+    if (!existsSync(source)) throw new Error(`${source} is absent (set FINETUNE_SHARED_DIR)`);
+    const root = path.join(tmpdir(), `finetune-bench-flowers-${perClass}`);
+    for (const c of readdirSync(source, { withFileTypes: true }).filter((d) => d.isDirectory())) {
+      mkdirSync(path.join(root, c.name), { recursive: true });
+      for (const f of readdirSync(path.join(source, c.name)).sort().slice(0, perClass)) {
+        const link = path.join(root, c.name, f);
+        if (!existsSync(link)) symlinkSync(path.join(source, c.name, f), link);
+      }
+    }
+    return { name: `flowers (${perClass} per class)`, root };
   }
   return { name: path.basename(path.resolve(data)), root: path.resolve(data) };
 }

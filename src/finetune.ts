@@ -316,7 +316,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   // Stage 1 as an earlier run computed it, when everything it depends on is the same (see
   // cache/stage-result.ts): the run goes on from there as a resumed one would. Not for runs whose
   // stage 1 is all they train, or whose loop has callbacks the key cannot know.
-  const stageOneKeyNow =
+  const stageOneCacheKey =
     diskCache && !checkpoint && !pooled && !fromScratch && stage2 && opts.fineTuneEpochs > 0 && opts.epochs > 0 &&
     !options.callbacks?.length && failBatchesAbove === undefined
       ? await stageOneKey({
@@ -332,7 +332,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         })
       : undefined;
   const stageOneFromCache =
-    stageOneKeyNow !== undefined && (await restoreStageResult(diskCache!, stageOneKeyNow, files(RUN_FILES.checkpoint), runInfo));
+    stageOneCacheKey !== undefined && (await restoreStageResult(diskCache!, stageOneCacheKey, files(RUN_FILES.checkpoint), runInfo));
   if (stageOneFromCache) {
     trainer.resumeFrom((await loadCheckpoint(files(RUN_FILES.checkpoint)))!);
     const best = earlyStopping.bestEpoch && trainer.history.find((r) => r.stage === earlyStopping.bestEpoch!.stage && r.epoch === earlyStopping.bestEpoch!.epoch);
@@ -387,7 +387,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     // Stage 1 caches what lies below stage 2's layers, so unfreezing needn't run the backbone again.
     if (stage2) trainer.retainActivationsFor(stage2);
     await trainer.fit(stage1Epochs, opts.lr, 1, { signal: options.signal });
-    if (stageOneKeyNow && !stageOneFromCache) await storeStageResult(diskCache!, stageOneKeyNow, files(RUN_FILES.checkpoint));
+    if (stageOneCacheKey && !stageOneFromCache) await storeStageResult(diskCache!, stageOneCacheKey, files(RUN_FILES.checkpoint));
 
     if (stage2 && stage2Epochs > 0) {
       const unfrozen = trainer.unfreeze(stage2);
