@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { BenchReport } from '../bench/report.js';
-import { repoRoot } from './helpers/shared.js';
+import { needShared, repoRoot, sharedDir, sharedPath } from './helpers/shared.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'finetune-bench-test-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -187,5 +187,21 @@ describe('npm run bench -- --only predict-engines', () => {
     }
     expect(rows[0]!.engineLine).toMatch(/^tfjs wasm/);
     expect(rows[1]!.engineLine).toMatch(/^onnxruntime-node /);
+  });
+});
+
+describe('--accuracy-data flowers[:N]', () => {
+  it('links the first N files by name of each flowers class into one folder, the same folder each time', async (ctx) => {
+    needShared(ctx, 'the flowers subset', 'datasets/flowers_kaggle_128');
+    const { resolveStagedData } = await import('../bench/staged.js');
+    const data = resolveStagedData('flowers:3', sharedDir, repoRoot);
+    expect(data.name).toBe('flowers (3 per class)');
+    const classes = readdirSync(data.root).sort();
+    expect(classes).toEqual(['daisy', 'dandelion', 'rose', 'sunflower', 'tulip']);
+    for (const c of classes) {
+      const source = readdirSync(sharedPath(`datasets/flowers_kaggle_128/${c}`)).sort().slice(0, 3);
+      expect(readdirSync(path.join(data.root, c)).sort()).toEqual(source);
+    }
+    expect(resolveStagedData('flowers:3', sharedDir, repoRoot).root).toBe(data.root); // a second call reuses it
   });
 });
