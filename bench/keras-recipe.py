@@ -37,6 +37,7 @@ def parse_args():
     p.add_argument('--head-epochs', type=int, default=10)
     p.add_argument('--fine-tune-epochs', type=int, default=5)
     p.add_argument('--fine-tune-at', type=int, default=100)
+    p.add_argument('--freeze-bn', action='store_true', help="stage 2: keep BatchNormalization layers' gamma/beta frozen too (not the guide's; a diagnosis)")
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--lr', type=float, default=1e-4, help="stage 1 Adam rate (default 1e-4, the guide's); stage 2 uses lr / 10")
     p.add_argument('--features-of', help='instead of training: print the pooled backbone features of this .npy input batch (NHWC, [-1, 1]) as JSON')
@@ -153,6 +154,10 @@ def main():
     base.trainable = True
     for layer in base.layers[:args.fine_tune_at]:
         layer.trainable = False
+    if args.freeze_bn:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=lr / 10), loss=loss, metrics=metrics)
     h2 = model.fit(train, epochs=args.head_epochs + args.fine_tune_epochs, initial_epoch=len(h1.epoch),
                    validation_data=val, verbose=2)
@@ -161,7 +166,7 @@ def main():
     t1 = os.times()
     history = [round(float(a), 4) for a in h1.history['val_accuracy'] + h2.history.get('val_accuracy', [])]
     print(json.dumps({
-        'recipe': 'keras-guide', 'lr': lr, 'alpha': args.alpha, 'size': args.size, 'classes': classes,
+        'recipe': 'keras-guide', 'lr': lr, 'fineTuneAt': args.fine_tune_at, 'freezeBn': args.freeze_bn, 'alpha': args.alpha, 'size': args.size, 'classes': classes,
         'valAccuracy': round(float(val_acc), 4), 'valLoss': round(float(val_loss), 4),
         'valAccuracyPerEpoch': history,
         'seconds': round(time.perf_counter() - wall0, 2),
