@@ -12,12 +12,13 @@
  * costs the same); default images: hymenoptera val/ (153) and 100 per class of flowers (500).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, symlinkSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import * as path from 'node:path';
 import { initEngine } from '../src/engine/backend.js';
 import { writeExportRun } from '../test/helpers/export-run.js';
 import { repoRoot } from './jobs.js';
+import { linkFlowersSubset } from './staged.js';
 
 export interface PredictEnginesOptions {
   sharedDir: string;
@@ -74,14 +75,8 @@ function timedCli(args: string[]): Promise<Timed> {
 /** The default image folders: hymenoptera val/, and a folder linking 100 images of each flowers class. */
 function defaultImages(sharedDir: string, tmpDir: string): string[] {
   const hymenoptera = path.join(sharedDir, 'datasets/hymenoptera_data/val');
-  const flowers = path.join(sharedDir, 'datasets/flowers_kaggle_128');
   const subset = path.join(tmpDir, 'flowers-500');
-  for (const c of readdirSync(flowers, { withFileTypes: true }).filter((d) => d.isDirectory())) {
-    mkdirSync(path.join(subset, c.name), { recursive: true });
-    for (const f of readdirSync(path.join(flowers, c.name)).sort().slice(0, 100)) {
-      symlinkSync(path.join(flowers, c.name, f), path.join(subset, c.name, f));
-    }
-  }
+  linkFlowersSubset(sharedDir, 100, subset);
   return [hymenoptera, subset];
 }
 

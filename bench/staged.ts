@@ -102,16 +102,22 @@ export function resolveStagedData(data: string, sharedDir: string, repoRoot: str
     const source = path.join(sharedDir, 'datasets/flowers_kaggle_128');
     if (!existsSync(source)) throw new Error(`${source} is absent (set FINETUNE_SHARED_DIR)`);
     const root = path.join(tmpdir(), `finetune-bench-flowers-${perClass}`);
-    for (const c of readdirSync(source, { withFileTypes: true }).filter((d) => d.isDirectory())) {
-      mkdirSync(path.join(root, c.name), { recursive: true });
-      for (const f of readdirSync(path.join(source, c.name)).sort().slice(0, perClass)) {
-        const link = path.join(root, c.name, f);
-        if (!existsSync(link)) symlinkSync(path.join(source, c.name, f), link);
-      }
-    }
+    linkFlowersSubset(sharedDir, perClass, root);
     return { name: `flowers (${perClass} per class)`, root };
   }
   return { name: path.basename(path.resolve(data)), root: path.resolve(data) };
+}
+
+/** Links the first `perClass` files by name of each class of ../shared's flowers_kaggle_128 into `into` (class folders; links already there are kept). */
+export function linkFlowersSubset(sharedDir: string, perClass: number, into: string): void {
+  const source = path.join(sharedDir, 'datasets/flowers_kaggle_128');
+  for (const c of readdirSync(source, { withFileTypes: true }).filter((d) => d.isDirectory())) {
+    mkdirSync(path.join(into, c.name), { recursive: true });
+    for (const f of readdirSync(path.join(source, c.name)).sort().slice(0, perClass)) {
+      const link = path.join(into, c.name, f);
+      if (!existsSync(link)) symlinkSync(path.join(source, c.name, f), link);
+    }
+  }
 }
 
 function resolveWeights(weights: string, sharedDir: string, alpha: number): string | undefined {

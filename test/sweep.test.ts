@@ -108,20 +108,26 @@ describe('planning a sweep', () => {
 });
 
 describe('runSweep in one process', () => {
-  it('leaves no tensors behind from one run to the next', async () => {
-    const p = plan(
-      ['--alpha', '0.35', '--image-size', '32', '--weights', weights, '--epochs', '1', '--fine-tune-epochs', '1', '--batch-size', '8', '--augment', 'none', '--backend', 'wasm'],
-      ['image-size=40,36'],
-    );
+  /** Runs a three-run sweep, counting the tensors held as runs 2 and 3 start and after the last. */
+  const sweepCountingTensors = async (p: ReturnType<typeof plan>, out: string) => {
     const counts: number[] = [];
     const results = await runSweep({
       plan: p,
-      out: path.join(dir, 'in-process'),
+      out,
       log: (line) => {
         if (/^run [23]\/3/.test(line)) counts.push(tf.memory().numTensors);
       },
     });
     counts.push(tf.memory().numTensors);
+    return { results, counts };
+  };
+
+  it('leaves no tensors behind from one run to the next', async () => {
+    const p = plan(
+      ['--alpha', '0.35', '--image-size', '32', '--weights', weights, '--epochs', '1', '--fine-tune-epochs', '1', '--batch-size', '8', '--augment', 'none', '--backend', 'wasm'],
+      ['image-size=40,36'],
+    );
+    const { results, counts } = await sweepCountingTensors(p, path.join(dir, 'in-process'));
     expect(results.map((r) => `${r.run.name} ${r.status}`)).toEqual(['base done', 'image-size=40 done', 'image-size=36 done']);
     expect(counts).toHaveLength(3);
     expect(new Set(counts).size, `tensors after each run: ${counts.join(', ')}`).toBe(1);
@@ -134,16 +140,8 @@ describe('runSweep in one process', () => {
       ['--alpha', '0.35', '--image-size', '32', '--weights', weights, '--epochs', '2', '--fine-tune-epochs', '1', '--batch-size', '8', '--augment', 'none', '--backend', 'wasm'],
       ['fine-tune-lr=0.0005,0.00002'],
     );
-    const counts: number[] = [];
     const out = path.join(dir, 'stage-2-flag');
-    const results = await runSweep({
-      plan: p,
-      out,
-      log: (line) => {
-        if (/^run [23]\/3/.test(line)) counts.push(tf.memory().numTensors);
-      },
-    });
-    counts.push(tf.memory().numTensors);
+    const { results, counts } = await sweepCountingTensors(p, out);
     expect(results.map((r) => `${r.run.name} ${r.status}`)).toEqual(['base done', 'fine-tune-lr=0.0005 done', 'fine-tune-lr=0.00002 done']);
     const fromCache = (run: string) =>
       (JSON.parse(readFileSync(path.join(out, run, 'finetune.json'), 'utf8')) as { results: { stage1FromCache?: boolean } }).results.stage1FromCache;

@@ -16,11 +16,10 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../io/atomic.js';
+import { CHECKPOINT_STATE_FILE, checkpointFiles } from '../train/checkpoint.js';
 import { DiskCache } from './disk-cache.js';
 
 export const STAGE_KIND = 'stage';
-/** The checkpoint's commit point (see train/checkpoint.ts): written last when restoring. */
-const STATE_FILE = 'state.json';
 const FORMAT = 'finetune-stage-result/1';
 
 /** Options that only stage 2 reads: a run that differs in them alone shares stage 1's result. */
@@ -69,8 +68,8 @@ export async function stageOneKey(parts: StageKeyParts): Promise<string> {
  * distinct file once (the frozen weights appear in the weights and the best epoch's sets alike).
  */
 export async function storeStageResult(cache: DiskCache, key: string, dir: string): Promise<void> {
-  const names = (await fs.readdir(dir)).filter((n) => n === STATE_FILE || n.endsWith('.bin')).sort();
-  if (!names.includes(STATE_FILE)) return;
+  const names = await checkpointFiles(dir);
+  if (names.length === 0) return;
   const blobs: Buffer[] = [];
   const byDigest = new Map<string, number>();
   const files: { name: string; blob: number }[] = [];
@@ -110,10 +109,10 @@ export async function restoreStageResult(cache: DiskCache, key: string, dir: str
     at += size;
   }
   await fs.mkdir(dir, { recursive: true });
-  const state = index.files.find((f) => f.name === STATE_FILE)!;
+  const state = index.files.find((f) => f.name === CHECKPOINT_STATE_FILE)!;
   for (const f of index.files) if (f !== state) await writeFileAtomic(path.join(dir, path.basename(f.name)), blobs[f.blob]!);
   const stateJson = JSON.parse(blobs[state.blob]!.toString('utf8')) as Record<string, unknown>;
-  await writeFileAtomic(path.join(dir, STATE_FILE), JSON.stringify({ ...stateJson, run }));
+  await writeFileAtomic(path.join(dir, CHECKPOINT_STATE_FILE), JSON.stringify({ ...stateJson, run }));
   return true;
 }
 

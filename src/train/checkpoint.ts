@@ -44,7 +44,8 @@ interface StateFile extends CheckpointState {
   ema?: StoredTensors;
 }
 
-const STATE_FILE = 'state.json';
+/** The checkpoint's commit point: written last, atomically; it names the tensor files that belong to it. */
+export const CHECKPOINT_STATE_FILE = 'state.json';
 
 /**
  * Every weight of `model` in an order that does not change when layers are frozen or unfrozen
@@ -83,8 +84,8 @@ export async function saveCheckpoint(
     stateFile.ema = await writeTensors(dir, 'ema', named(ema.values));
     stateFile.emaUpdates = ema.updates;
   }
-  await writeFileAtomic(path.join(dir, STATE_FILE), JSON.stringify(stateFile));
-  const keep = new Set([...filesOf(stateFile.weights), ...filesOf(stateFile.optimizer), ...filesOf(stateFile.best), ...filesOf(stateFile.ema)]);
+  await writeFileAtomic(path.join(dir, CHECKPOINT_STATE_FILE), JSON.stringify(stateFile));
+  const keep = new Set(tensorFiles(stateFile));
   for (const name of await fs.readdir(dir)) {
     if (!keep.has(name) && /^(weights|optimizer|best|ema)-[0-9a-f]+\.bin$/.test(name)) await fs.rm(path.join(dir, name), { force: true });
   }
@@ -118,6 +119,25 @@ async function writeTensors(dir: string, prefix: string, tensors: NamedTensor[])
   return split === tensors.length ? first : { ...first, rest: await encodeAndWrite(dir, prefix, tensors.slice(split)) };
 }
 
+/**
+ * The files of the checkpoint in `dir`: state.json and the tensor files it names (not leftovers of
+ * earlier saves); none when there is no checkpoint.
+ */
+export async function checkpointFiles(dir: string): Promise<string[]> {
+  let stateFile: StateFile;
+  try {
+    stateFile = JSON.parse(await fs.readFile(path.join(dir, CHECKPOINT_STATE_FILE), 'utf8')) as StateFile;
+  } catch {
+    return [];
+  }
+  return [CHECKPOINT_STATE_FILE, ...tensorFiles(stateFile)];
+}
+
+/** The tensor files a state file names. */
+function tensorFiles(stateFile: StateFile): string[] {
+  return [...filesOf(stateFile.weights), ...filesOf(stateFile.optimizer), ...filesOf(stateFile.best), ...filesOf(stateFile.ema)];
+}
+
 /** Every file a stored tensor set is in. */
 function filesOf(stored: StoredTensors | undefined): string[] {
   return stored ? [stored.file, ...filesOf(stored.rest)] : [];
@@ -148,7 +168,7 @@ export interface LoadedCheckpoint {
 export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint | undefined> {
   let stateFile: StateFile;
   try {
-    stateFile = JSON.parse(await fs.readFile(path.join(dir, STATE_FILE), 'utf8')) as StateFile;
+    stateFile = JSON.parse(await fs.readFile(path.join(dir, CHECKPOINT_STATE_FILE), 'utf8')) as StateFile;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new FinetuneError(`the checkpoint in ${dir} cannot be read (${(error as Error).message}); start the run again.`);
