@@ -5,7 +5,7 @@ export const DEFAULTS = {
   backbone: 'mobilenetv2',
   weights: 'imagenet',
   valSplit: 0.2,
-  resize: 'stretch',
+  resize: 'crop',
   preprocess: 'backbone',
   augment: 'light',
   augmentCopies: 0,

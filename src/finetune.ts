@@ -61,6 +61,7 @@ export interface FineTuneOptions {
   weights?: string;
   /** Fraction of train held out for validation when there is no valid/ folder. */
   valSplit?: number;
+  /** How a non-square image is fitted to the input (see DecodeOptions.resize). Default 'crop'. */
   resize?: ResizeMode;
   /** The backbone's own preprocessing, or the training set's per-channel mean subtracted instead. */
   preprocess?: 'backbone' | 'dataset-mean';

@@ -71,7 +71,7 @@ describe('finetune <data> (child process)', () => {
     expect(config.format).toBe('finetune-model/2');
     expect(config.classes).toEqual(['circle', 'square', 'triangle']);
     expect(config.backbone).toMatchObject({ name: 'mobilenetv2', alpha: 0.35 });
-    expect(config.input).toMatchObject({ size: 96, resize: 'stretch' });
+    expect(config.input).toMatchObject({ size: 96, resize: 'crop' });
     expect(config.input.preprocessing).toMatchObject({ name: 'mobilenet', channelOrder: 'rgb' });
     expect(config.engine.backend).toBe('wasm');
     expect(config.training).toMatchObject({ epochs: 4, fineTuneEpochs: 1, unfreeze: 2, seed: 42 });
@@ -106,7 +106,7 @@ describe('finetune <data> (child process)', () => {
     await initEngine('wasm');
     const model = await loadModelDir(path.join(out, 'model'));
     const [file, , , ...probs] = predictions[1]!;
-    const pixels = await decodeImage(path.join(data, file!), { size: 96, resize: 'stretch' });
+    const pixels = await decodeImage(path.join(data, file!), { size: 96, resize: 'crop' });
     const output = model.predict(tf.tensor4d(Float32Array.from(pixels), [1, 96, 96, 3])) as tf.Tensor;
     Array.from(output.dataSync()).forEach((p, i) => expect(p).toBeCloseTo(Number(probs[i]), 4));
   });

@@ -145,6 +145,16 @@ describe('decodeImage', () => {
     expectColour(px(padded, N, 10, 5), BLUE, 40);
   });
 
+  it('fits a square image the same way in every mode (so square datasets train as before the crop default)', async () => {
+    // A textured 128×128 JPEG, as flowers_kaggle_128's: enlarged to 224 and reduced to 96.
+    const jpeg = await raw(128, 128, (x, y) => [(x * 7 + y * 3) % 256, (x * y) % 256, (x ^ y) * 2 % 256]).jpeg().toBuffer();
+    for (const size of [224, 96]) {
+      const stretched = await decodeImage(jpeg, { size, resize: 'stretch' });
+      expect(Buffer.from(await decodeImage(jpeg, { size, resize: 'crop' })).equals(Buffer.from(stretched))).toBe(true);
+      expect(Buffer.from(await decodeImage(jpeg, { size, resize: 'pad' })).equals(Buffer.from(stretched))).toBe(true);
+    }
+  });
+
   it('pads a transparent image with black and flattens its transparent part white', async () => {
     const rgba = Buffer.alloc(40 * 20 * 4); // fully transparent 40×20
     const png = await sharp(rgba, { raw: { width: 40, height: 20, channels: 4 } }).png().toBuffer();

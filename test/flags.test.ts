@@ -208,16 +208,16 @@ const SAME = 1e-4;
 const DIFFERENT = 1e-2;
 
 describe('finetune predict repeats the recorded --resize and --preprocess', () => {
-  it('a run with --resize crop --preprocess dataset-mean is predicted with a centre crop and the dataset mean', async (ctx) => {
+  it('a run with --resize stretch --preprocess dataset-mean is predicted stretched, with the dataset mean', async (ctx) => {
     needPhotosAndWeights(ctx, 'the --resize/--preprocess check');
-    const run = await trainRun('crop-dataset-mean', { data: balanced, epochs: 1, fineTuneEpochs: 0, resize: 'crop', preprocess: 'dataset-mean' });
+    const run = await trainRun('stretch-dataset-mean', { data: balanced, epochs: 1, fineTuneEpochs: 0, resize: 'stretch', preprocess: 'dataset-mean' });
     const config = readJson(path.join(run, 'finetune.json'));
-    expect(config.input.resize).toBe('crop');
+    expect(config.input.resize).toBe('stretch');
     const recorded = config.input.preprocessing as Preprocessing;
     expect(recorded.name).toBe('dataset-mean');
-    // The recorded mean is the training photos' own channel mean, as decoded for training (cropped).
+    // The recorded mean is the training photos' own channel mean, as decoded for training (stretched).
     const trainFiles = ['ants', 'bees'].flatMap((c) => readdirSync(path.join(balanced, 'train', c)).map((f) => path.join(balanced, 'train', c, f)));
-    const trainPixels = await Promise.all(trainFiles.map((f) => decodeImage(f, { size: IMAGE_SIZE, resize: 'crop' })));
+    const trainPixels = await Promise.all(trainFiles.map((f) => decodeImage(f, { size: IMAGE_SIZE, resize: 'stretch' })));
     channelMean(trainPixels).forEach((m, c) => expect(recorded.mean[c]).toBeCloseTo(m, 6));
     expect(Math.max(...recorded.mean.map((m) => Math.abs(m - 127.5))), 'premise: the dataset mean is not the backbone\'s 127.5').toBeGreaterThan(5);
 
@@ -226,27 +226,27 @@ describe('finetune predict repeats the recorded --resize and --preprocess', () =
     await initEngine('wasm');
     const model = await loadModelDir(path.join(run, 'model'));
     try {
-      expect(largestDifference(predicted, await modelProbabilities(model, files, 'crop', recorded, recorded))).toBeLessThan(SAME);
+      expect(largestDifference(predicted, await modelProbabilities(model, files, 'stretch', recorded, recorded))).toBeLessThan(SAME);
       // What predict would give if it ignored either flag.
-      expect(largestDifference(predicted, await modelProbabilities(model, files, 'stretch', recorded, recorded))).toBeGreaterThan(DIFFERENT);
-      expect(largestDifference(predicted, await modelProbabilities(model, files, 'crop', MOBILENET_PREPROCESSING, recorded))).toBeGreaterThan(DIFFERENT);
+      expect(largestDifference(predicted, await modelProbabilities(model, files, 'crop', recorded, recorded))).toBeGreaterThan(DIFFERENT);
+      expect(largestDifference(predicted, await modelProbabilities(model, files, 'stretch', MOBILENET_PREPROCESSING, recorded))).toBeGreaterThan(DIFFERENT);
     } finally {
       model.dispose();
     }
   }, 180_000);
 
-  it('a run with the defaults is predicted stretched, with the backbone\'s preprocessing', async (ctx) => {
+  it('a run with the defaults is predicted with a centre crop, with the backbone\'s preprocessing', async (ctx) => {
     needPhotosAndWeights(ctx, 'the --resize/--preprocess check');
     const run = await batchNormRun(false);
     const config = readJson(path.join(run, 'finetune.json'));
-    expect(config.input).toMatchObject({ resize: 'stretch', preprocessing: MOBILENET_PREPROCESSING });
+    expect(config.input).toMatchObject({ resize: 'crop', preprocessing: MOBILENET_PREPROCESSING });
     const files = validPhotos();
     const predicted = predictedProbabilities(run, files, config.classes);
     await initEngine('wasm');
     const model = await loadModelDir(path.join(run, 'model'));
     try {
-      expect(largestDifference(predicted, await modelProbabilities(model, files, 'stretch', MOBILENET_PREPROCESSING, MOBILENET_PREPROCESSING))).toBeLessThan(SAME);
-      expect(largestDifference(predicted, await modelProbabilities(model, files, 'crop', MOBILENET_PREPROCESSING, MOBILENET_PREPROCESSING))).toBeGreaterThan(DIFFERENT);
+      expect(largestDifference(predicted, await modelProbabilities(model, files, 'crop', MOBILENET_PREPROCESSING, MOBILENET_PREPROCESSING))).toBeLessThan(SAME);
+      expect(largestDifference(predicted, await modelProbabilities(model, files, 'stretch', MOBILENET_PREPROCESSING, MOBILENET_PREPROCESSING))).toBeGreaterThan(DIFFERENT);
     } finally {
       model.dispose();
     }

@@ -63,8 +63,8 @@ describe('planning a sweep', () => {
   });
 
   it('varies an on/off flag as true,false and a choice through its own choices', () => {
-    const p = plan([], ['train-bn=true,false', 'resize=crop,pad']);
-    expect(p.runs.map((r) => r.name)).toEqual(['base', 'train-bn=true', 'resize=crop', 'resize=pad']);
+    const p = plan([], ['train-bn=true,false', 'resize=stretch,pad']);
+    expect(p.runs.map((r) => r.name)).toEqual(['base', 'train-bn=true', 'resize=stretch', 'resize=pad']);
     expect(p.runs[1]!.resolved.trainBatchNorm).toBe(true);
   });
 

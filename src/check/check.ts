@@ -5,6 +5,7 @@
  * label the pretrained features doubt. It never writes into the data folder.
  */
 import path from 'node:path';
+import { DEFAULTS } from '../defaults.js';
 import { loadImageData } from '../data/image-data.js';
 import { discoverLayout } from '../data/layout.js';
 import type { DatasetLayout, ResizeMode } from '../data/types.js';
@@ -26,6 +27,7 @@ export interface CheckOptions {
   alpha?: number | undefined;
   imageSize?: number | undefined;
   weights?: string;
+  /** As training fits images; default 'crop', as `finetune`'s. */
   resize?: ResizeMode;
   valSplit?: number;
   seed?: number;
@@ -172,7 +174,7 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
   const reporter = options.reporter ?? silentReporter;
   const valSplit = options.valSplit ?? 0.2;
   const seed = options.seed ?? 42;
-  const resize = options.resize ?? 'stretch';
+  const resize = options.resize ?? DEFAULTS.resize;
   const backbone = options.backbone ?? 'mobilenetv2';
   const weights = options.weights ?? 'imagenet';
 

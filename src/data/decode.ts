@@ -21,7 +21,8 @@ export interface DecodeOptions {
   /**
    * How a non-square image is fitted:
    * - 'stretch': resize to size × size, ignoring the aspect ratio (what Keras does);
-   * - 'crop':    resize the short side to `size`, then cut the centre square;
+   * - 'crop':    resize the short side to `size`, then cut the centre square (finetune's default: how
+   *              ImageNet backbones were evaluated, and fastai's and timm's choice);
    * - 'pad':     fit the whole image inside, then pad with black.
    */
   resize: ResizeMode;
