@@ -1,9 +1,9 @@
 /**
  * `npm run bench -- --only keras`: the Keras transfer-learning guide's recipe (bench/keras-recipe.py, TensorFlow)
- * side by side with `finetune` at its defaults and with --augment-copies 4, on the same data, weights and
- * epochs. Each run is a process of its own, timed by /usr/bin/time (wall, user + system CPU of the process and
- * its threads); the runs alternate (order reversed every other round) so a load change on a shared machine
- * hits every recipe alike. finetune runs with --no-cache: neither side reuses anything from an earlier run.
+ * side by side with `finetune` at its defaults, with --augment-copies 4, and with that and up to 30 head epochs, on
+ * the same data and weights (the Keras recipe and the first two finetune ones: the same 10 + 5 epochs). Each run is
+ * a process of its own, timed by /usr/bin/time (wall, user + system CPU of the process and its threads); the runs
+ * alternate (order reversed every other round) so a load change on a shared machine hits every recipe alike. finetune runs with --no-cache: neither side reuses anything from an earlier run.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -11,8 +11,16 @@ import os from 'node:os';
 import * as path from 'node:path';
 import { repoRoot } from './jobs.js';
 
-export const KERAS_RECIPES = ['keras', 'finetune', 'finetune-copies4'] as const;
+export const KERAS_RECIPES = ['keras', 'finetune', 'finetune-copies4', 'finetune-copies4-e30'] as const;
 export type KerasRecipe = (typeof KERAS_RECIPES)[number];
+
+/** finetune's flags for each of its recipes here (beside the data, weights, --no-cache and the output folder). */
+const FINETUNE_FLAGS: Record<Exclude<KerasRecipe, 'keras'>, string[]> = {
+  finetune: [],
+  'finetune-copies4': ['--augment-copies', '4'],
+  // Head epochs cost little on cached copies; early stopping (patience 5) ends them.
+  'finetune-copies4-e30': ['--augment-copies', '4', '--epochs', '30'],
+};
 
 export interface KerasBenchOptions {
   dataRoot: string;
@@ -62,7 +70,7 @@ function commandFor(recipe: KerasRecipe, alpha: number, dataRoot: string, weight
     return [python, path.join(repoRoot, 'bench/keras-recipe.py'), dataRoot, '--alpha', String(alpha), '--weights', weights, ...(kerasLr ? ['--lr', String(kerasLr)] : [])];
   }
   const finetune = [process.execPath, path.join(repoRoot, 'bin/finetune.js'), dataRoot, '--alpha', String(alpha), '--weights', weights, '--no-cache', '--quiet', '--overwrite', '-o', out];
-  return recipe === 'finetune-copies4' ? [...finetune, '--augment-copies', '4'] : finetune;
+  return [...finetune, ...FINETUNE_FLAGS[recipe]];
 }
 
 const round2 = (n: number) => Math.round(n * 100) / 100;

@@ -5,9 +5,10 @@
  * about a minute on 2 cores.
  *
  * The threshold comes from measured runs of exactly this configuration (bench/README.md:
- * `npm run bench -- --only accuracy --seeds 1,2,3,4,5 --recipe image-size=160,augment=none`):
- * 0.889, 0.843, 0.876, 0.895, 0.882 — mean 0.877 ± 0.020, min 0.843. It is set at the minimum
- * minus 0.02 (three images of 153), so a change that costs more than noise fails here.
+ * `npm run bench -- --only accuracy --seeds 1,2,3,4,5 --recipe image-size=160,augment=none`, centre
+ * crop, the default since it replaced stretching): 0.876, 0.876, 0.895, 0.895, 0.915 — mean 0.891 ±
+ * 0.016, min 0.876. It is set at the minimum minus about 0.02 (three images of 153), so a change that
+ * costs more than noise fails here.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,7 +18,7 @@ import { fineTune } from '../src/finetune.js';
 import { needShared, sharedPath, TM_WEIGHTS } from './helpers/shared.js';
 
 const HYMENOPTERA = 'datasets/hymenoptera_data';
-const THRESHOLD = 0.82;
+const THRESHOLD = 0.85;
 const dir = mkdtempSync(path.join(tmpdir(), 'finetune-accuracy-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
