@@ -3,7 +3,8 @@
  * side by side with `finetune` at its defaults, with --augment-copies 4, and with that and up to 30 head epochs, on
  * the same data and weights (the Keras recipe and the first two finetune ones: the same 10 + 5 epochs). Each run is
  * a process of its own, timed by /usr/bin/time (wall, user + system CPU of the process and its threads); the runs
- * alternate (order reversed every other round) so a load change on a shared machine hits every recipe alike. finetune runs with --no-cache: neither side reuses anything from an earlier run.
+ * alternate (order reversed every other round) so a load change on a shared machine hits every recipe alike.
+ * finetune runs with --no-cache: neither side reuses anything from an earlier run.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';

@@ -11,7 +11,7 @@ import { loadBackboneWeights, seedRandomWeights } from './backbones/weights.js';
 import { loadImageData, type ImageData } from './data/image-data.js';
 import { storeImages } from './data/pixel-store.js';
 import { discoverLayout } from './data/layout.js';
-import { AUGMENT_LEVELS, type AugmentLevel, type DatasetLayout, type ResizeMode } from './data/types.js';
+import { AUGMENT_LEVELS, RESIZE_MODES, type AugmentLevel, type DatasetLayout, type ResizeMode } from './data/types.js';
 import { exactCrossSplitDuplicates } from './check/exact.js';
 import { defaultDiskCacheMb, DiskCache } from './cache/disk-cache.js';
 import { restoreStageResult, stageOneKey, storeStageResult } from './cache/stage-result.js';
@@ -634,7 +634,7 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
     check(Number.isInteger(value) && value >= min, flag, `use a whole number ≥ ${min}`, value);
   const positive = (flag: string, value: number) => check(Number.isFinite(value) && value > 0, flag, 'use a number > 0', value);
   check(resolved.valSplit >= 0 && resolved.valSplit < 1, '--val-split', 'use a fraction in [0, 1), e.g. 0.2', resolved.valSplit);
-  oneOf('--resize', resolved.resize, ['stretch', 'crop', 'pad']);
+  oneOf('--resize', resolved.resize, RESIZE_MODES);
   oneOf('--preprocess', resolved.preprocess, ['backbone', 'dataset-mean']);
   oneOf('--augment', resolved.augment, AUGMENT_LEVELS);
   oneOf('--class-weight', resolved.classWeight, ['auto', 'none']);

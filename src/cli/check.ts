@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { backbones } from '../backbones/registry.js';
 import { assertOutsideData, checkData, hasCrossSplitDuplicates } from '../check/check.js';
 import { reportJson, summaryText, writeCheckOutputs } from '../check/report.js';
-import type { ResizeMode } from '../data/types.js';
+import { RESIZE_MODES, type ResizeMode } from '../data/types.js';
 import type { BackendRequest } from '../engine/backend.js';
 import { BACKEND_CHOICES, integerArg, numberArg } from './predict.js';
 import { consoleReporter } from './progress.js';
@@ -48,7 +48,7 @@ export function checkCommand(setStatus: (status: number) => void): Command {
     .option('--alpha <a>', 'MobileNetV2 width multiplier (default 1.0)', numberArg('--alpha'))
     .option('--image-size <px>', 'input size in pixels (default 224)', integerArg('--image-size', 1))
     .option('--weights <src>', "'imagenet' (cache, ~/.keras/models, or download) or a .h5 / tfjs model path", 'imagenet')
-    .addOption(new Option('--resize <mode>', 'fit images to the input as training will').choices(['stretch', 'crop', 'pad']).default(DEFAULTS.resize))
+    .addOption(new Option('--resize <mode>', 'fit images to the input as training will').choices([...RESIZE_MODES]).default(DEFAULTS.resize))
     .option('--val-split <f>', 'fraction of train held out for validation when there is no valid/ folder (as training)', numberArg('--val-split'), 0.2)
     .option('--seed <n>', 'seed of that split (as training)', integerArg('--seed'), 42)
     .option('--json', 'print the whole report as JSON on stdout instead of the summary')

@@ -14,6 +14,7 @@ import { loadBackboneWeights, seedRandomWeights } from '../backbones/weights.js'
 import { assertOutsideData } from '../check/check.js';
 import { loadImageData } from '../data/image-data.js';
 import { discoverLayout } from '../data/layout.js';
+import { RESIZE_MODES } from '../data/types.js';
 import { storeImages } from '../data/pixel-store.js';
 import { initEngine } from '../engine/backend.js';
 import { UsageError } from '../errors.js';
@@ -174,7 +175,7 @@ export function lrFindCommand(): Command {
     .option('--image-size <px>', 'input size in pixels (default 224)', integerArg('--image-size', 1))
     .option('--weights <src>', "'imagenet', 'none', or a .h5 / tfjs model path", DEFAULTS.weights)
     .option('--val-split <f>', 'fraction of train held out when there is no valid/ folder', numberArg('--val-split'), DEFAULTS.valSplit)
-    .addOption(new Option('--resize <mode>', 'fit images to the input').choices(['stretch', 'crop', 'pad']).default(DEFAULTS.resize))
+    .addOption(new Option('--resize <mode>', 'fit images to the input').choices([...RESIZE_MODES]).default(DEFAULTS.resize))
     .addOption(new Option('--preprocess <how>', 'as for training').choices(['backbone', 'dataset-mean']).default(DEFAULTS.preprocess))
     .option('--batch-size <n>', 'images per step', integerArg('--batch-size', 1), DEFAULTS.batchSize)
     .option('--dropout <rate>', 'dropout before the classifier', numberArg('--dropout'), DEFAULTS.dropout)

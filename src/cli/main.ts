@@ -3,7 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { backbones } from '../backbones/registry.js';
 import { FinetuneError, UsageError } from '../errors.js';
 import { formatAccuracy } from '../train/metrics.js';
-import { AUGMENT_LEVELS } from '../data/types.js';
+import { AUGMENT_LEVELS, RESIZE_MODES } from '../data/types.js';
 import { formatFoldAccuracy } from '../train/cross-validate.js';
 import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
 import { cacheCommand } from './cache.js';
@@ -71,7 +71,7 @@ export function addTrainingOptions(command: Command): Command {
     .option('--image-size <px>', 'input size in pixels, ≥ 32 (default 224; Keras publishes MobileNetV2 weights for 96/128/160/192/224)', integer('--image-size'))
     .option('--weights <src>', "'imagenet' (cache, ~/.keras/models, or download), 'none', or a .h5 / tfjs model path", DEFAULTS.weights)
     .option('--val-split <f>', 'fraction of train held out for validation when there is no valid/ folder', number('--val-split'), DEFAULTS.valSplit)
-    .addOption(new Option('--resize <mode>', 'fit images to the input: crop (short side to the size, then the centre square; as ImageNet models were evaluated), stretch (ignore the aspect ratio, as Keras), pad (letterbox)').choices(['stretch', 'crop', 'pad']).default(DEFAULTS.resize))
+    .addOption(new Option('--resize <mode>', 'fit images to the input: crop (short side to the size, then the centre square; as ImageNet models were evaluated), stretch (ignore the aspect ratio, as Keras), pad (letterbox)').choices([...RESIZE_MODES]).default(DEFAULTS.resize))
     .addOption(
       new Option('--preprocess <how>', "the backbone's own preprocessing, or subtract the training set's channel mean")
         .choices(['backbone', 'dataset-mean'])

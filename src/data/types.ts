@@ -45,6 +45,9 @@ export interface DatasetLayout {
 /** How an image is fitted to the backbone's square input. */
 export type ResizeMode = 'stretch' | 'crop' | 'pad';
 
+/** Every `--resize` value. */
+export const RESIZE_MODES: readonly ResizeMode[] = ['stretch', 'crop', 'pad'];
+
 /** A decoded image: `size × size × 3` RGB bytes, row-major (HWC), the size of the backbone input. */
 export interface DecodedImage {
   path: string;

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { preprocessInto, type Preprocessing } from '../backbones/preprocess.js';
 import { decodeImage } from '../data/decode.js';
-import type { ResizeMode } from '../data/types.js';
+import { RESIZE_MODES, type ResizeMode } from '../data/types.js';
 import { fasterBackendInstalled, initEngine, wasmThreads, type BackendRequest, type EngineInfo } from '../engine/backend.js';
 import { FusedInference } from '../engine/fused-inference.js';
 import { FinetuneError, UsageError } from '../errors.js';
@@ -142,7 +142,7 @@ export function checkModelConfig(json: unknown, where = 'finetune.json'): ModelC
   if (typeof input !== 'object' || input === null) throw bad('has no "input" section');
   if (!Number.isInteger(input.size) || (input.size as number) < 1 || (input.size as number) > 4096) throw bad('has no valid "input.size"');
   if (input.channels !== 3) throw bad(`has "input.channels" ${JSON.stringify(input.channels)}; finetune models take 3 (RGB)`);
-  if (!['stretch', 'crop', 'pad'].includes(input.resize as string)) throw bad('has no valid "input.resize" (stretch, crop or pad)');
+  if (!RESIZE_MODES.includes(input.resize as ResizeMode)) throw bad('has no valid "input.resize" (stretch, crop or pad)');
   const p = input.preprocessing as Record<string, unknown> | undefined;
   const okMean = Array.isArray(p?.mean) && p.mean.length === 3 && p.mean.every((x) => typeof x === 'number' && Number.isFinite(x));
   if (!p || !okMean || typeof p.scale !== 'number' || !Number.isFinite(p.scale) || !['rgb', 'bgr'].includes(p.channelOrder as string)) {
