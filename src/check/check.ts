@@ -172,11 +172,11 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
     lap = now;
   };
   const reporter = options.reporter ?? silentReporter;
-  const valSplit = options.valSplit ?? 0.2;
-  const seed = options.seed ?? 42;
+  const valSplit = options.valSplit ?? DEFAULTS.valSplit;
+  const seed = options.seed ?? DEFAULTS.seed;
   const resize = options.resize ?? DEFAULTS.resize;
-  const backbone = options.backbone ?? 'mobilenetv2';
-  const weights = options.weights ?? 'imagenet';
+  const backbone = options.backbone ?? DEFAULTS.backbone;
+  const weights = options.weights ?? DEFAULTS.weights;
 
   resolveFeatureOptions({ backbone, alpha: options.alpha, imageSize: options.imageSize, weights }); // usage errors first
   const layout = await discoverLayout(options.data, { valSplit, seed });
@@ -186,7 +186,7 @@ export async function checkData(options: CheckOptions): Promise<CheckReport> {
   for (const w of warnings) reporter.warn(w);
 
   // Weights before the slow parts: a missing or mismatched file fails in seconds.
-  const engine = await initEngine(options.backend ?? 'auto');
+  const engine = await initEngine(options.backend ?? DEFAULTS.backend);
   reporter.info(`backend: ${engine.detail}`);
   const fm = await loadFeatureModel({ backbone, alpha: options.alpha, imageSize: options.imageSize, weights, reporter });
   timed('start');
