@@ -41,6 +41,8 @@ const RECIPE_KEYS = {
   cutmix: 'number',
   ema: 'number',
   layerLrDecay: 'number',
+  stage1: 'string',
+  probeL2: 'number',
 } as const;
 type RecipeKey = keyof typeof RECIPE_KEYS;
 export type RecipeOptions = Partial<Pick<FineTuneOptions, RecipeKey>>;

@@ -12,15 +12,17 @@ import os from 'node:os';
 import * as path from 'node:path';
 import { repoRoot } from './jobs.js';
 
-export const KERAS_RECIPES = ['keras', 'finetune', 'finetune-copies4', 'finetune-copies4-e30'] as const;
+export const KERAS_RECIPES = ['keras', 'finetune', 'finetune-probe', 'finetune-copies4', 'finetune-copies4-e30'] as const;
 export type KerasRecipe = (typeof KERAS_RECIPES)[number];
 
 /** finetune's flags for each of its recipes here (beside the data, weights, --no-cache and the output folder). */
 const FINETUNE_FLAGS: Record<Exclude<KerasRecipe, 'keras'>, string[]> = {
   finetune: [],
+  // The solved head alone (stage 1 of the defaults, no fine-tuning).
+  'finetune-probe': ['--fine-tune-epochs', '0'],
   'finetune-copies4': ['--augment-copies', '4'],
-  // Head epochs cost little on cached copies; early stopping (patience 5) ends them.
-  'finetune-copies4-e30': ['--augment-copies', '4', '--epochs', '30'],
+  // The fast setting before the solved head: Adam's head epochs cost little on cached copies; early stopping (patience 5) ends them.
+  'finetune-copies4-e30': ['--stage1', 'adam', '--augment-copies', '4', '--epochs', '30'],
 };
 
 export interface KerasBenchOptions {

@@ -396,7 +396,7 @@ function accuracyUsageProblem(plan: AccuracyPlan, sharedDir: string): string | u
   for (const alpha of plan.alphas) {
     for (const recipe of plan.recipes) {
       try {
-        resolvedRecipe(dataset.root, alpha, 'none', recipe);
+        resolvedRecipe(dataset.root, alpha, 'imagenet', recipe); // the weights are resolved later; any pretrained value checks the same
       } catch (e) {
         return `--alphas ${alpha} --recipe ${recipe.label}: ${(e as Error).message}`;
       }

@@ -9,6 +9,9 @@ export const DEFAULTS = {
   preprocess: 'backbone',
   augment: 'light',
   augmentCopies: 0,
+  /** With pretrained weights; from random ones ('none') every layer trains with Adam for `epochs`. */
+  stage1: 'lbfgs',
+  probeL2: 0.01,
   epochs: 10,
   lr: 1e-3,
   batchSize: 32,

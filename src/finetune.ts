@@ -40,7 +40,7 @@ import { softmaxCrossEntropy } from './train/loss.js';
 import { LearningRateSchedule, type ScheduleName } from './train/schedules.js';
 import { Trainer } from './train/trainer.js';
 import { layersDigest } from './train/activation-cache.js';
-import type { Callback, EpochLogs, UnfreezeSpec } from './train/types.js';
+import { STAGE1_METHODS, type Callback, type EpochLogs, type Stage1Method, type UnfreezeSpec } from './train/types.js';
 import { classificationMetrics, type ClassificationMetrics } from './train/metrics.js';
 import { crossValidate, formatFoldAccuracy, sharedActivationCache, type CrossValidation } from './train/cross-validate.js';
 import { concatSets, stratifiedFolds } from './data/folds.js';
@@ -71,7 +71,16 @@ export interface FineTuneOptions {
    * each training image (each epoch draws one), instead of every epoch (0).
    */
   augmentCopies?: number;
-  /** Stage 1 (frozen backbone) epochs. */
+  /**
+   * How stage 1 trains the head on the frozen backbone: 'adam' (`epochs` epochs at `lr`), or 'lbfgs'
+   * (a linear probe: L2-regularised logistic regression on the frozen features, solved to
+   * convergence; stage 2 then fine-tunes from it, LP-FT). Default 'lbfgs', but 'adam' when `epochs`
+   * is given or with `weights: 'none'` (every layer trains then).
+   */
+  stage1?: Stage1Method;
+  /** With stage1 'lbfgs': the L2 penalty l2 · ‖W‖² on the head's kernel (default 0.01). */
+  probeL2?: number;
+  /** Stage 1 (frozen backbone) epochs of Adam (or of every layer, from random weights); given, stage 1 is 'adam'. Default 10. */
   epochs?: number;
   lr?: number;
   batchSize?: number;
@@ -344,6 +353,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   }
 
   let crossValidation: CrossValidation | undefined;
+  const stageOneSolve = opts.stage1 === 'lbfgs' ? { l2: opts.probeL2 } : undefined;
   let stage1Epochs = opts.epochs;
   let stage2Epochs = stage2 ? opts.fineTuneEpochs : 0;
   try {
@@ -359,6 +369,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         seed: opts.seed,
         epochs: opts.epochs,
         lr: opts.lr,
+        ...(stageOneSolve ? { solve: stageOneSolve } : {}),
         ...(stage2 ? { stage2: { what: stage2, epochs: opts.fineTuneEpochs, lr: opts.fineTuneLr } } : {}),
         patience: opts.patience,
         classWeights: opts.classWeight === 'auto',
@@ -383,11 +394,15 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       trainer.unfreeze({ blocks: Number.MAX_SAFE_INTEGER });
       reporter.info(`training every layer of ${spec.name} from random weights for up to ${opts.epochs} epochs (lr ${opts.lr}); no stage 2`);
     } else if (!stageOneFromCache) {
-      reporter.info(`stage 1: training the head on the frozen ${spec.name} for up to ${opts.epochs} epochs (lr ${opts.lr})`);
+      reporter.info(
+        opts.stage1 === 'lbfgs'
+          ? `stage 1: solving the head on the frozen ${spec.name}'s features (L2-regularised logistic regression, λ ${opts.probeL2}, L-BFGS)`
+          : `stage 1: training the head on the frozen ${spec.name} for up to ${opts.epochs} epochs (lr ${opts.lr})`,
+      );
     }
     // Stage 1 caches what lies below stage 2's layers, so unfreezing needn't run the backbone again.
     if (stage2) trainer.retainActivationsFor(stage2);
-    await trainer.fit(stage1Epochs, opts.lr, 1, { signal: options.signal });
+    await trainer.fit(stage1Epochs, opts.lr, 1, { signal: options.signal, ...(stageOneSolve ? { solve: stageOneSolve } : {}) });
     if (stageOneCacheKey && !stageOneFromCache) await storeStageResult(diskCache!, stageOneCacheKey, files(RUN_FILES.checkpoint));
 
     if (stage2 && stage2Epochs > 0) {
@@ -602,6 +617,10 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
     preprocess: options.preprocess ?? DEFAULTS.preprocess,
     augment: options.augment ?? DEFAULTS.augment,
     augmentCopies: options.augmentCopies ?? DEFAULTS.augmentCopies,
+    // From random weights there is no frozen backbone to solve a head on: every layer trains, with
+    // Adam. Epochs asked for are Adam's: they get them.
+    stage1: options.stage1 ?? ((options.weights ?? DEFAULTS.weights) === 'none' || options.epochs !== undefined ? 'adam' : DEFAULTS.stage1),
+    probeL2: options.probeL2 ?? DEFAULTS.probeL2,
     epochs: options.epochs ?? DEFAULTS.epochs,
     lr,
     batchSize: options.batchSize ?? DEFAULTS.batchSize,
@@ -655,6 +674,14 @@ export function resolveOptions(options: FineTuneOptions, spec: BackboneSpec = ge
     );
   }
   wholeAtLeast('--epochs', resolved.epochs, 1);
+  oneOf('--stage1', resolved.stage1, STAGE1_METHODS);
+  check(Number.isFinite(resolved.probeL2) && resolved.probeL2 > 0, '--probe-l2', 'use a penalty > 0, e.g. 0.01', resolved.probeL2);
+  if (resolved.stage1 === 'lbfgs' && resolved.weights === 'none') {
+    throw new UsageError('--stage1 lbfgs solves a head on pretrained features, but --weights none trains every layer from random weights: drop one of them.');
+  }
+  if (resolved.stage1 === 'lbfgs' && options.epochs !== undefined) {
+    throw new UsageError(`--epochs ${options.epochs} sets how long Adam trains the head, but --stage1 lbfgs solves it: drop one of them.`);
+  }
   check(Number.isFinite(resolved.mixup) && resolved.mixup >= 0, '--mixup', 'use an α ≥ 0 (0.2 is common; 0: off)', resolved.mixup);
   check(Number.isFinite(resolved.cutmix) && resolved.cutmix >= 0, '--cutmix', 'use an α ≥ 0 (1 is common; 0: off)', resolved.cutmix);
   if (resolved.cutmix > 0 && resolved.augmentCopies > 0) {

@@ -1,14 +1,14 @@
 /**
  * Accuracy on real data, in CI: hymenoptera (the PyTorch transfer-learning tutorial's ants and
  * bees, 245 + 153 images) with the shared ImageNet MobileNetV2 α=0.35 weights, the whole staged
- * recipe (10 head epochs + 5 with the top 2 blocks), at 160 px without augmentation so it takes
- * about a minute on 2 cores.
+ * recipe (the head solved on the frozen features, then 5 epochs with the top 2 blocks), at 160 px
+ * without augmentation so it takes well under a minute on 2 cores.
  *
  * The threshold comes from measured runs of exactly this configuration (bench/README.md:
  * `npm run bench -- --only accuracy --seeds 1,2,3,4,5 --recipe image-size=160,augment=none`, centre
- * crop, the default since it replaced stretching): 0.876, 0.876, 0.895, 0.895, 0.915 — mean 0.891 ±
- * 0.016, min 0.876. It is set at the minimum minus about 0.02 (three images of 153), so a change that
- * costs more than noise fails here.
+ * crop and the solved head, the defaults): 0.902, 0.902, 0.908, 0.902, 0.902 — mean 0.903 ± 0.003,
+ * min 0.902 (with Adam's 10 head epochs, before: 0.876 to 0.915). It is set at the minimum minus
+ * about 0.02 (three images of 153), so a change that costs more than noise fails here.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +18,7 @@ import { fineTune } from '../src/finetune.js';
 import { needShared, sharedPath, TM_WEIGHTS } from './helpers/shared.js';
 
 const HYMENOPTERA = 'datasets/hymenoptera_data';
-const THRESHOLD = 0.85;
+const THRESHOLD = 0.88;
 const dir = mkdtempSync(path.join(tmpdir(), 'finetune-accuracy-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

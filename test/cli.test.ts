@@ -139,6 +139,27 @@ describe('finetune <data> (child process)', () => {
     expect(config.input.preprocessing.name).toBe('dataset-mean');
   });
 
+  it('--stage1 and --probe-l2 reach the run; without --epochs the head is solved (recorded in finetune.json)', async (ctx) => {
+    needShared(ctx, 'a solved head needs pretrained weights', TM_WEIGHTS);
+    const solvedOut = path.join(dir, 'solved');
+    const run = await finetune(
+      data, '--alpha', '0.35', '--image-size', '64', '--weights', sharedMobileNetWeights()!, '--probe-l2', '0.05',
+      '--fine-tune-epochs', '1', '--backend', 'wasm', '--out', solvedOut,
+    );
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/stage 1: head solved on \d+ rows \(the images unaugmented\) in \d+ L-BFGS iterations/);
+    const config = JSON.parse(readFileSync(path.join(solvedOut, 'finetune.json'), 'utf8'));
+    expect(config.training).toMatchObject({ stage1: 'lbfgs', probeL2: 0.05 });
+    const adamOut = path.join(dir, 'adam-by-epochs');
+    const adam = await finetune(
+      data, '--alpha', '0.35', '--image-size', '64', '--weights', sharedMobileNetWeights()!, '--epochs', '2',
+      '--fine-tune-epochs', '0', '--backend', 'wasm', '--out', adamOut,
+    );
+    expect(adam.status, adam.stderr).toBe(0);
+    expect(adam.stderr).toMatch(/stage 1 epoch 2/);
+    expect(JSON.parse(readFileSync(path.join(adamOut, 'finetune.json'), 'utf8')).training).toMatchObject({ stage1: 'adam', epochs: 2 });
+  });
+
   it('refuses to overwrite an earlier run unless told to', async () => {
     const run = await finetune(data, '--out', out, '--weights', 'none');
     expect(run.status).toBe(2);
@@ -158,6 +179,12 @@ describe('finetune <data> (child process)', () => {
     const copies = await finetune(data, '--augment', 'none', '--augment-copies', '3', '--out', path.join(dir, 'x'));
     expect(copies.status).toBe(2);
     expect(copies.stderr).toMatch(/--augment-copies 3 needs augmentation/);
+    const solvedEpochs = await finetune(data, '--stage1', 'lbfgs', '--epochs', '3', '--out', path.join(dir, 'x'));
+    expect(solvedEpochs.status).toBe(2);
+    expect(solvedEpochs.stderr).toMatch(/--epochs 3 sets how long Adam trains the head, but --stage1 lbfgs solves it/);
+    const solvedScratch = await finetune(data, '--stage1', 'lbfgs', '--weights', 'none', '--out', path.join(dir, 'x'));
+    expect(solvedScratch.status).toBe(2);
+    expect(solvedScratch.stderr).toMatch(/--stage1 lbfgs solves a head on pretrained features, but --weights none/);
     const missing = await finetune(path.join(dir, 'nowhere'), '--out', path.join(dir, 'x'), '--weights', 'none');
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/nowhere/);

@@ -30,7 +30,7 @@ import { lrRangeTest, type LrFindResult } from '../train/lr-find.js';
 import { softmaxCrossEntropy } from '../train/loss.js';
 import { unfreezeLayers } from '../train/trainable.js';
 import { Trainer } from '../train/trainer.js';
-import type { UnfreezeSpec } from '../train/types.js';
+import { STAGE1_METHODS, type UnfreezeSpec } from '../train/types.js';
 import { BACKEND_CHOICES, integerArg, numberArg } from './predict.js';
 import { consoleReporter } from './progress.js';
 
@@ -41,6 +41,7 @@ export type LrFindCommandOptions = Pick<
   FineTuneOptions,
   | 'data' | 'backbone' | 'alpha' | 'imageSize' | 'weights' | 'valSplit' | 'resize' | 'preprocess' | 'epochs' | 'lr' | 'batchSize'
   | 'dropout' | 'unfreeze' | 'unfreezeFrom' | 'trainBatchNorm' | 'cacheMb' | 'classWeight' | 'labelSmoothing' | 'seed' | 'backend'
+  | 'stage1' | 'probeL2'
 > & {
   /** 1: the head on the frozen backbone (default); 2: the layers stage 2 unfreezes, after `epochs` of stage 1. */
   stage?: number;
@@ -121,8 +122,13 @@ export async function findLearningRate(options: LrFindCommandOptions): Promise<L
     if (stage === 2) {
       // Stage 2's rate matters for a trained head: a random one would dominate the loss.
       trainer.retainActivationsFor(stage2);
-      reporter.info(`stage 1: training the head for ${opts.epochs} epochs (lr ${opts.lr}) before sweeping stage 2's rate`);
-      await trainer.fit(opts.epochs, opts.lr, 1);
+      if (opts.stage1 === 'lbfgs') {
+        reporter.info(`stage 1: solving the head (λ ${opts.probeL2}) before sweeping stage 2's rate`);
+        await trainer.fit(1, opts.lr, 1, { solve: { l2: opts.probeL2 } });
+      } else {
+        reporter.info(`stage 1: training the head for ${opts.epochs} epochs (lr ${opts.lr}) before sweeping stage 2's rate`);
+        await trainer.fit(opts.epochs, opts.lr, 1);
+      }
       trainer.unfreeze(stage2);
     }
     reporter.info(`sweeping the learning rate from ${formatLr(startLr)} to ${formatLr(endLr)} over ${steps} steps (${stage === 1 ? 'the head' : 'stage 2'})`);
@@ -179,7 +185,9 @@ export function lrFindCommand(): Command {
     .addOption(new Option('--preprocess <how>', 'as for training').choices(['backbone', 'dataset-mean']).default(DEFAULTS.preprocess))
     .option('--batch-size <n>', 'images per step', integerArg('--batch-size', 1), DEFAULTS.batchSize)
     .option('--dropout <rate>', 'dropout before the classifier', numberArg('--dropout'), DEFAULTS.dropout)
-    .option('--epochs <n>', 'with --stage 2: epochs of stage 1 first', integerArg('--epochs', 1), DEFAULTS.epochs)
+    .addOption(new Option('--stage1 <how>', `with --stage 2: how the head is trained first, as for training (default: ${DEFAULTS.stage1})`).choices(STAGE1_METHODS))
+    .option('--probe-l2 <l2>', 'with --stage 2 and --stage1 lbfgs: the L2 penalty of the solved head', numberArg('--probe-l2'), DEFAULTS.probeL2)
+    .option('--epochs <n>', `with --stage 2: Adam epochs of stage 1 first; giving it means --stage1 adam (default ${DEFAULTS.epochs})`, integerArg('--epochs', 1))
     .option('--lr <rate>', 'with --stage 2: stage 1 learning rate', numberArg('--lr'), DEFAULTS.lr)
     .option('--unfreeze <n>', 'with --stage 2: top backbone blocks that train', integerArg('--unfreeze', 1), DEFAULTS.unfreeze)
     .option('--unfreeze-from <layer>', 'with --stage 2: train every layer from this one up')

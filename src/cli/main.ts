@@ -5,6 +5,7 @@ import { FinetuneError, UsageError } from '../errors.js';
 import { formatAccuracy } from '../train/metrics.js';
 import { AUGMENT_LEVELS, RESIZE_MODES } from '../data/types.js';
 import { formatFoldAccuracy } from '../train/cross-validate.js';
+import { STAGE1_METHODS } from '../train/types.js';
 import { DEFAULTS, fineTune, type FineTuneOptions, type FineTuneResult } from '../finetune.js';
 import { cacheCommand } from './cache.js';
 import { checkCommand } from './check.js';
@@ -92,7 +93,14 @@ export function addTrainingOptions(command: Command): Command {
       integer('--augment-copies'),
       DEFAULTS.augmentCopies,
     )
-    .option('--epochs <n>', 'stage 1 epochs (head on the frozen backbone)', integer('--epochs'), DEFAULTS.epochs)
+    .addOption(
+      new Option(
+        '--stage1 <how>',
+        "how stage 1 trains the head on the frozen backbone: adam (--epochs epochs at --lr), or lbfgs (a linear probe: L2-regularised logistic regression on the frozen features, solved to convergence in seconds; stage 2 then fine-tunes from it, LP-FT); lbfgs solves on the --augment-copies copies if any, else on the images unaugmented (default: lbfgs; adam when --epochs is given or with --weights none)",
+      ).choices(STAGE1_METHODS),
+    )
+    .option('--probe-l2 <l2>', "with --stage1 lbfgs: L2 penalty λ·‖W‖² on the head's kernel (Keras's l2 regularizer; larger: simpler head)", number('--probe-l2'), DEFAULTS.probeL2)
+    .option('--epochs <n>', `stage 1 epochs of Adam (head on the frozen backbone; or of every layer with --weights none); giving it means --stage1 adam (default ${DEFAULTS.epochs})`, integer('--epochs'))
     .option('--lr <rate>', 'stage 1 learning rate (Adam)', number('--lr'), DEFAULTS.lr)
     .option('--batch-size <n>', 'images per training step', integer('--batch-size'), DEFAULTS.batchSize)
     .option('--dropout <rate>', 'dropout before the classifier', number('--dropout'), DEFAULTS.dropout)

@@ -44,6 +44,8 @@ export interface CrossValidateOptions {
   seed: number;
   epochs: number;
   lr: number;
+  /** Stage 1 solved as a linear probe instead of `epochs` of Adam (see FitOptions.solve). */
+  solve?: { l2: number };
   /** Stage 2, when it runs. */
   stage2?: { what: UnfreezeSpec; epochs: number; lr: number };
   patience: number;
@@ -100,7 +102,7 @@ export async function crossValidate(
       try {
         options.log?.(`fold ${f + 1}/${options.k}: training on ${train.images.length} images, validating on ${valid.images.length}`);
         if (options.stage2) trainer.retainActivationsFor(options.stage2.what);
-        await trainer.fit(options.epochs, options.lr, 1, { signal: options.signal });
+        await trainer.fit(options.epochs, options.lr, 1, { signal: options.signal, ...(options.solve ? { solve: options.solve } : {}) });
         if (options.stage2) {
           trainer.unfreeze(options.stage2.what);
           await trainer.fit(options.stage2.epochs, options.stage2.lr, 2, { signal: options.signal });

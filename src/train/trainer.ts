@@ -10,6 +10,7 @@ import { ActivationCache } from './activation-cache.js';
 import { saveCheckpoint, type CheckpointState, type LoadedCheckpoint } from './checkpoint.js';
 import { WeightAverage } from './ema.js';
 import { HEAD_LAYERS } from './head.js';
+import { solveLinearProbe } from './linear-probe.js';
 import { softmaxCrossEntropy } from './loss.js';
 import { drawBatchMix, mixRows, pasteBox } from './mix.js';
 import { backendBytesInUse, backendMemoryLimit, estimateStepBytes, isOutOfMemory, mib } from './memory.js';
@@ -100,6 +101,14 @@ export interface TrainerOptions extends TrainStepParts {
 export interface FitOptions {
   /** Checked after every batch: when aborted, `fit` throws an InterruptedError. */
   signal?: AbortSignal;
+  /**
+   * Instead of epochs of the optimizer, solve the head to convergence on the frozen layers' output
+   * (a linear probe: L2-regularised logistic regression, L-BFGS; see linear-probe.ts) as the stage's
+   * one epoch. Only the head may train. The rows solved on are the training images' augmented
+   * copies with `augmentCopies` > 0, else the images unaugmented; dropout, mixup and CutMix do not
+   * apply to it. `l2` is the penalty on the kernel.
+   */
+  solve?: { l2: number };
 }
 
 /** A labelled training set and an optional validation set. */
@@ -275,6 +284,11 @@ export class Trainer {
   async fit(epochs: number, lr: number, stage = 1, options: FitOptions = {}): Promise<EpochLogs[]> {
     const { train, valid } = this.data;
     if (train.images.length === 0) throw new FinetuneError('there are no training images to learn from.');
+    if (options.solve) {
+      const backbone = this.layers.trainable.filter((name) => !(Object.values(HEAD_LAYERS) as string[]).includes(name));
+      if (backbone.length > 0) throw new Error(`Trainer.fit: a solved stage trains the head only, but ${backbone.length} backbone layers are trainable (${backbone[0]} …)`);
+      epochs = 1; // the solve is the stage
+    }
     const at = this.resumePoint(stage);
     if (at === 'done') return [];
     const started = performance.now();
@@ -305,7 +319,7 @@ export class Trainer {
         ctx.epoch = epoch;
         const epochStarted = performance.now();
         await this.each((cb) => cb.onEpochBegin?.(ctx));
-        const { loss, accuracy, lr: epochLr } = await this.trainEpoch(ctx, options.signal);
+        const { loss, accuracy, lr: epochLr } = options.solve ? await this.solveEpoch(ctx, options.solve.l2, options.signal) : await this.trainEpoch(ctx, options.signal);
         const row: EpochLogs = { stage, epoch, loss, accuracy, lr: epochLr, seconds: 0 };
         // Validation and the callbacks (the kept epoch, the saved model) see the average; training goes on from the raw weights.
         this.average?.swapIn();
@@ -416,6 +430,54 @@ export class Trainer {
     }
     step.reset();
     return { ...known, lr: firstLr ?? this.learningRate };
+  }
+
+  /**
+   * The stage's one epoch as a solve: the head's dense layer as a logistic regression on the pooled
+   * frozen output of the training rows (see FitOptions.solve).
+   */
+  private async solveEpoch(ctx: TrainingContext, l2: number, signal: AbortSignal | undefined): Promise<{ loss: number; accuracy: number; lr: number }> {
+    const { train } = this.data;
+    const split = this.layers.split;
+    const copies = this.options.augment === 'none' ? 0 : this.options.augmentCopies;
+    const cached = copies > 0 ? await this.cache.forTraining(train, split, ctx.stage, copies, this.options.log) : undefined;
+    const solvedCopies = cached?.copies ?? 0;
+    const rows = cached?.activations ?? (await this.cache.outputs(train, split));
+    const n = train.images.length;
+    const pooled = tf.tidy(() => {
+      const run = (x: tf.Tensor) => split.runTop(x, () => false, HEAD_LAYERS.pool) as tf.Tensor2D;
+      // The cache's tensor is its own: a copy when the split is at the pooled output already.
+      if (rows) {
+        const out = run(rows);
+        return out === rows ? out.clone() : out;
+      }
+      // Too large for the activation cache: the pooled output (one vector per image) is small, so it is gathered batch by batch.
+      return tf.concat(
+        batchRanges(n, this.batchSize).map((indices) => run(split.runBottom(imageBatch(train.images, indices, { size: this.imageSize, preprocessing: this.preprocessing })))),
+      ) as tf.Tensor2D;
+    });
+    const labels = tf.tensor1d(Array.from({ length: pooled.shape[0] }, (_, r) => train.labels[r % n]!), 'int32');
+    const dense = this.model.getLayer(HEAD_LAYERS.logits);
+    const [kernel, bias] = dense.trainableWeights.map((w) => w.read() as tf.Variable);
+    const loss = this.options.loss ?? softmaxCrossEntropy({ classWeights: this.options.classWeights });
+    try {
+      const started = performance.now();
+      const result = await solveLinearProbe(pooled, labels, kernel!, bias, {
+        l2,
+        loss,
+        onIteration: (iteration) => {
+          if (signal?.aborted) throw new InterruptedError(`interrupted in stage ${ctx.stage}, solving the head (L-BFGS iteration ${iteration}).`);
+        },
+      });
+      this.options.log?.(
+        `stage ${ctx.stage}: head solved on ${pooled.shape[0]} rows (${solvedCopies > 0 ? `${solvedCopies} augmented copies of each image` : 'the images unaugmented'}) ` +
+          `in ${result.iterations} L-BFGS iterations, ${((performance.now() - started) / 1000).toFixed(1)} s` +
+          (result.reason === 'iterations' ? ' (stopped at the iteration limit, not converged)' : ''),
+      );
+      return { loss: result.loss, accuracy: result.accuracy, lr: 0 };
+    } finally {
+      tf.dispose([pooled, labels]);
+    }
   }
 
   /** One step on the training images at `indices`: from cached activations, or through the frozen part. */

@@ -66,5 +66,9 @@ export interface Callback {
   onStageEnd?(ctx: TrainingContext): void | Promise<void>;
 }
 
+/** How stage 1 trains the head: epochs of Adam, or solved to convergence as a linear probe (L-BFGS). */
+export type Stage1Method = 'adam' | 'lbfgs';
+export const STAGE1_METHODS: readonly Stage1Method[] = ['adam', 'lbfgs'];
+
 /** What a later stage unfreezes: the top `blocks` backbone blocks, or every layer from `fromLayer` up. */
 export type UnfreezeSpec = { blocks: number } | { fromLayer: string };
