@@ -22,7 +22,7 @@ import {
   type TensorflowDeviceFacts,
 } from '../src/engine/tensorflow-device.js';
 import { makeShapesDataset } from '../src/data/synthetic.js';
-import { repoRoot } from './helpers/shared.js';
+import { needShared, repoRoot, sharedPath, TM_WEIGHTS } from './helpers/shared.js';
 
 describe('describeTensorflowDevice', () => {
   const gpuPackage: TensorflowDeviceFacts = { pkg: '@tensorflow/tfjs-node-gpu', usingGpu: false, tfVersion: '2.9.1', nvidiaGpus: [] };
@@ -207,6 +207,25 @@ describe('finetune with --backend tensorflow (child processes)', () => {
     const config = JSON.parse(readFileSync(path.join(out, 'finetune.json'), 'utf8'));
     expect(config.engine).toEqual({ backend: 'tensorflow', detail: logged });
     expect(readFileSync(path.join(out, 'predictions.csv'), 'utf8').trim().split('\n')).toHaveLength(4);
+  }, 300_000);
+
+  it('solves the head (the default stage 1) on TensorFlow to the optimum WebAssembly finds', (ctx) => {
+    needNative(ctx);
+    needShared(ctx, 'a solved head needs pretrained weights', TM_WEIGHTS);
+    const solved = (backend: string) => {
+      const out = path.join(dir, `solved-${backend}`);
+      const run = finetune(
+        path.join(dir, 'data'), '--alpha', '0.35', '--image-size', '48', '--weights', sharedPath(TM_WEIGHTS),
+        '--fine-tune-epochs', '0', '--no-cache', '--backend', backend, '--out', out,
+      );
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stderr).toMatch(/stage 1: head solved on 24 rows/);
+      return JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8')) as { loss: number; accuracy: number };
+    };
+    const [tensorflow, wasm] = [solved('tensorflow'), solved('wasm')];
+    // One convex optimum: the backends' float rounding moves it, not the answer.
+    expect(Math.abs(tensorflow.loss - wasm.loss)).toBeLessThan(1e-3);
+    expect(tensorflow.accuracy).toBe(wasm.accuracy);
   }, 300_000);
 
   it('doctor reports the device and the order auto tries', (ctx) => {
