@@ -39,6 +39,11 @@ export class TrainableLayers {
     return [...this.names];
   }
 
+  /** True when only the classifier head trains (as after `freeze()`). */
+  get headOnly(): boolean {
+    return this.names.size === 1 && this.names.has(HEAD_LAYERS.logits);
+  }
+
   has(name: string): boolean {
     return this.names.has(name);
   }

@@ -11,7 +11,7 @@ import { saveCheckpoint, type CheckpointState, type LoadedCheckpoint } from './c
 import { WeightAverage } from './ema.js';
 import { HEAD_LAYERS } from './head.js';
 import { solveLinearProbe } from './linear-probe.js';
-import { softmaxCrossEntropy } from './loss.js';
+import { softmaxCrossEntropy, type Loss } from './loss.js';
 import { drawBatchMix, mixRows, pasteBox } from './mix.js';
 import { backendBytesInUse, backendMemoryLimit, estimateStepBytes, isOutOfMemory, mib } from './memory.js';
 import { TrainableLayers } from './trainable.js';
@@ -285,8 +285,7 @@ export class Trainer {
     const { train, valid } = this.data;
     if (train.images.length === 0) throw new FinetuneError('there are no training images to learn from.');
     if (options.solve) {
-      const backbone = this.layers.trainable.filter((name) => !(Object.values(HEAD_LAYERS) as string[]).includes(name));
-      if (backbone.length > 0) throw new Error(`Trainer.fit: a solved stage trains the head only, but ${backbone.length} backbone layers are trainable (${backbone[0]} …)`);
+      if (!this.layers.headOnly) throw new Error(`Trainer.fit: a solved stage trains the head only, but backbone layers train too (${this.layers.trainable[0]} …): freeze() first`);
       epochs = 1; // the solve is the stage
     }
     const at = this.resumePoint(stage);
@@ -352,6 +351,11 @@ export class Trainer {
     return rows;
   }
 
+  /** The training loss: the one given, else (class-weighted) softmax cross-entropy. */
+  private loss(): Loss {
+    return this.options.loss ?? softmaxCrossEntropy({ classWeights: this.options.classWeights });
+  }
+
   private makeStep(lr: number): TrainStep {
     const split = this.layers.split;
     const { trainBatchNorm, dropout } = this.options;
@@ -365,7 +369,7 @@ export class Trainer {
       const dropped = dropout > 0 ? tf.dropout(pooled, dropout, undefined, dropoutSeed) : pooled;
       return logitsLayer.apply(dropped) as tf.Tensor2D;
     };
-    const loss = this.options.loss ?? softmaxCrossEntropy({ classWeights: this.options.classWeights });
+    const loss = this.loss();
     const variables = this.layers.variables();
     const lrScales = this.options.layerLrDecay === 1 ? undefined : this.layers.blockDepths(variables).map((depth) => this.options.layerLrDecay ** depth);
     return new TrainStep(forward, variables, lr, { ...this.options, loss }, lrScales);
@@ -459,7 +463,7 @@ export class Trainer {
     const labels = tf.tensor1d(Array.from({ length: pooled.shape[0] }, (_, r) => train.labels[r % n]!), 'int32');
     const dense = this.model.getLayer(HEAD_LAYERS.logits);
     const [kernel, bias] = dense.trainableWeights.map((w) => w.read() as tf.Variable);
-    const loss = this.options.loss ?? softmaxCrossEntropy({ classWeights: this.options.classWeights });
+    const loss = this.loss();
     try {
       const started = performance.now();
       const result = await solveLinearProbe(pooled, labels, kernel!, bias, {
