@@ -38,7 +38,7 @@ import { loadCheckpoint, type LoadedCheckpoint } from './train/checkpoint.js';
 import { unfreezeLayers } from './train/trainable.js';
 import { softmaxCrossEntropy } from './train/loss.js';
 import { LearningRateSchedule, type ScheduleName } from './train/schedules.js';
-import { Trainer } from './train/trainer.js';
+import { Trainer, type FitOptions } from './train/trainer.js';
 import { layersDigest } from './train/activation-cache.js';
 import { STAGE1_METHODS, type Callback, type EpochLogs, type Stage1Method, type UnfreezeSpec } from './train/types.js';
 import { classificationMetrics, type ClassificationMetrics } from './train/metrics.js';
@@ -353,7 +353,6 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   }
 
   let crossValidation: CrossValidation | undefined;
-  const stageOneSolve = opts.stage1 === 'lbfgs' ? { l2: opts.probeL2 } : undefined;
   let stage1Epochs = opts.epochs;
   let stage2Epochs = stage2 ? opts.fineTuneEpochs : 0;
   try {
@@ -369,7 +368,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         seed: opts.seed,
         epochs: opts.epochs,
         lr: opts.lr,
-        ...(stageOneSolve ? { solve: stageOneSolve } : {}),
+        ...stageOneFit(opts),
         ...(stage2 ? { stage2: { what: stage2, epochs: opts.fineTuneEpochs, lr: opts.fineTuneLr } } : {}),
         patience: opts.patience,
         classWeights: opts.classWeight === 'auto',
@@ -402,7 +401,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     }
     // Stage 1 caches what lies below stage 2's layers, so unfreezing needn't run the backbone again.
     if (stage2) trainer.retainActivationsFor(stage2);
-    await trainer.fit(stage1Epochs, opts.lr, 1, { signal: options.signal, ...(stageOneSolve ? { solve: stageOneSolve } : {}) });
+    await trainer.fit(stage1Epochs, opts.lr, 1, { signal: options.signal, ...stageOneFit(opts) });
     if (stageOneCacheKey && !stageOneFromCache) await storeStageResult(diskCache!, stageOneCacheKey, files(RUN_FILES.checkpoint));
 
     if (stage2 && stage2Epochs > 0) {
@@ -598,6 +597,11 @@ function openDiskCache(options: FineTuneOptions): DiskCache | undefined {
   }
   if (!Number.isFinite(mb) || mb < 0) throw new UsageError(`--disk-cache-mb ${mb} is not valid: use a number of MiB ≥ 0 (0 keeps nothing)`);
   return new DiskCache({ maxBytes: mb * 1024 ** 2 });
+}
+
+/** What `Trainer.fit` is told for stage 1 by `--stage1` and `--probe-l2`: solve the head, or nothing (Adam epochs). */
+export function stageOneFit(opts: Pick<ResolvedOptions, 'stage1' | 'probeL2'>): Pick<FitOptions, 'solve'> {
+  return opts.stage1 === 'lbfgs' ? { solve: { l2: opts.probeL2 } } : {};
 }
 
 /** Applies defaults and checks every value, so a bad flag fails before any work (exit status 2). */

@@ -76,6 +76,13 @@ describe('finetune lr-find', () => {
     expect(json.suggestion.flag).toBe('--fine-tune-lr');
     expect(json.trainable).toEqual(expect.arrayContaining(['Conv_1', 'block_16_project', 'head_logits']));
     expect(run.stdout).toMatch(/--epochs 2 .*--fine-tune-lr \S+$/m);
+    expect(run.stderr + run.stdout).toMatch(/stage 1: training the head for 2 epochs/);
+    // Without --epochs the head is solved first, as training solves it by default.
+    const solvedOut = path.join(dir, 'stage2-solved');
+    const solved = await runCli(process.execPath, [bin, 'lr-find', shapes, ...common, '--stage', '2', '--steps', '20', '--out', solvedOut]);
+    expect(solved.status, solved.stderr).toBe(0);
+    expect(solved.stderr + solved.stdout).toMatch(/stage 1: solving the head \(λ 0.01\) before sweeping stage 2's rate/);
+    expect(JSON.parse(readFileSync(path.join(solvedOut, 'lr-find.json'), 'utf8')).suggestion.flag).toBe('--fine-tune-lr');
   }, 120_000);
 
   it('refuses a sweep that does not rise, too few steps, and --stage 2 without pretrained weights: status 2, one line', async () => {

@@ -18,7 +18,7 @@ import { RESIZE_MODES } from '../data/types.js';
 import { storeImages } from '../data/pixel-store.js';
 import { initEngine } from '../engine/backend.js';
 import { UsageError } from '../errors.js';
-import { DEFAULTS, resolveOptions, type FineTuneOptions } from '../finetune.js';
+import { DEFAULTS, resolveOptions, stageOneFit, type FineTuneOptions } from '../finetune.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { Reporter } from '../reporter.js';
 import { silentReporter } from '../reporter.js';
@@ -122,13 +122,11 @@ export async function findLearningRate(options: LrFindCommandOptions): Promise<L
     if (stage === 2) {
       // Stage 2's rate matters for a trained head: a random one would dominate the loss.
       trainer.retainActivationsFor(stage2);
-      if (opts.stage1 === 'lbfgs') {
-        reporter.info(`stage 1: solving the head (λ ${opts.probeL2}) before sweeping stage 2's rate`);
-        await trainer.fit(1, opts.lr, 1, { solve: { l2: opts.probeL2 } });
-      } else {
-        reporter.info(`stage 1: training the head for ${opts.epochs} epochs (lr ${opts.lr}) before sweeping stage 2's rate`);
-        await trainer.fit(opts.epochs, opts.lr, 1);
-      }
+      const fit = stageOneFit(opts);
+      reporter.info(
+        `stage 1: ${fit.solve ? `solving the head (λ ${opts.probeL2})` : `training the head for ${opts.epochs} epochs (lr ${opts.lr})`} before sweeping stage 2's rate`,
+      );
+      await trainer.fit(opts.epochs, opts.lr, 1, fit);
       trainer.unfreeze(stage2);
     }
     reporter.info(`sweeping the learning rate from ${formatLr(startLr)} to ${formatLr(endLr)} over ${steps} steps (${stage === 1 ? 'the head' : 'stage 2'})`);
