@@ -4,41 +4,22 @@
  * test), and the wiring through the Trainer and fineTune on fixtures/shapes with a random backbone
  * at 32 px (wiring, not accuracy: bench/ measures that).
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mobileNetV2, mobileNetV2Blocks } from '../src/backbones/mobilenet_v2.js';
-import { MOBILENET_PREPROCESSING } from '../src/backbones/preprocess.js';
-import { seedRandomWeights } from '../src/backbones/weights.js';
-import { loadImageData, type ImageData } from '../src/data/image-data.js';
-import { discoverLayout } from '../src/data/layout.js';
+import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/data/rng.js';
-import { initEngine } from '../src/engine/backend.js';
 import { UsageError } from '../src/errors.js';
 import { fineTune, resolveOptions } from '../src/finetune.js';
-import { attachHead, HEAD_LAYERS } from '../src/train/head.js';
+import { HEAD_LAYERS } from '../src/train/head.js';
 import { lbfgs } from '../src/train/lbfgs.js';
 import { solveLinearProbe } from '../src/train/linear-probe.js';
 import { softmaxCrossEntropy } from '../src/train/loss.js';
 import { Trainer } from '../src/train/trainer.js';
-import { needShared, repoRoot, sharedPath, TM_WEIGHTS } from './helpers/shared.js';
+import { needShared, sharedPath, TM_WEIGHTS } from './helpers/shared.js';
+import { randomShapesTrainer, shapesFixture, SHAPES_DIR } from './helpers/shapes-fixture.js';
 
-const SIZE = 32;
-const shapes = path.join(repoRoot, 'fixtures/shapes');
-let data: ImageData;
-let dir: string;
-
-beforeAll(async () => {
-  await initEngine('wasm');
-  data = await loadImageData(await discoverLayout(shapes), { size: SIZE, resize: 'stretch' });
-  dir = mkdtempSync(path.join(tmpdir(), 'finetune-linear-probe-'));
-});
-afterAll(() => {
-  data.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+const fixture = shapesFixture(32, 'finetune-linear-probe-');
 
 describe('lbfgs', () => {
   it('finds the minimum of a badly scaled quadratic', async () => {
@@ -117,13 +98,7 @@ describe('solveLinearProbe', () => {
   });
 });
 
-function makeTrainer(seed: number) {
-  const backbone = mobileNetV2({ alpha: 0.35, imageSize: SIZE });
-  seedRandomWeights(backbone, 5);
-  const model = attachHead(backbone, { numClasses: data.classes.length, dropout: 0.2, seed });
-  const trainer = new Trainer(model, mobileNetV2Blocks(0.35), data, MOBILENET_PREPROCESSING, { augment: 'none', batchSize: 16, seed });
-  return { trainer, model, done: () => (trainer.dispose(), model.dispose()) };
-}
+const makeTrainer = (seed: number) => randomShapesTrainer(fixture, { headSeed: seed, seed });
 
 describe('Trainer.fit with solve', () => {
   it('is one epoch that leaves the head at the optimum on the frozen features, whatever the seed', async () => {
@@ -164,10 +139,10 @@ describe('--stage1 lbfgs', () => {
 
   it('trains stage 1 as one solved epoch, then stage 2 from it; the run records how', async (ctx) => {
     needShared(ctx, 'fine-tuning from pretrained weights', TM_WEIGHTS);
-    const out = path.join(dir, 'run');
+    const out = path.join(fixture.dir, 'run');
     const messages: string[] = [];
     const result = await fineTune({
-      data: shapes, out, alpha: 0.35, imageSize: 48, weights: sharedPath(TM_WEIGHTS), backend: 'wasm', cache: false,
+      data: SHAPES_DIR, out, alpha: 0.35, imageSize: 48, weights: sharedPath(TM_WEIGHTS), backend: 'wasm', cache: false,
       stage1: 'lbfgs', probeL2: 0.05, fineTuneEpochs: 2, augmentCopies: 2, batchSize: 16,
       reporter: { info: (m: string) => messages.push(m), warn: () => {}, task: () => ({ update() {}, finish() {} }) },
     });

@@ -3,52 +3,28 @@
  * discriminative learning rates (--layer-lr-decay). Random backbones on fixtures/shapes at 32 px:
  * these check arithmetic and wiring, not accuracy (bench/ measures that).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mobileNetV2, mobileNetV2Blocks } from '../src/backbones/mobilenet_v2.js';
-import { MOBILENET_PREPROCESSING } from '../src/backbones/preprocess.js';
-import { seedRandomWeights } from '../src/backbones/weights.js';
-import { loadImageData, type ImageData } from '../src/data/image-data.js';
-import { discoverLayout } from '../src/data/layout.js';
-import { initEngine } from '../src/engine/backend.js';
+import { describe, expect, it } from 'vitest';
 import { UsageError } from '../src/errors.js';
 import { fineTune, resolveOptions, type FineTuneOptions } from '../src/finetune.js';
 import { loadModelDir } from '../src/io/model-io.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
 import { EarlyStopping } from '../src/train/callbacks.js';
 import { rampedDecay } from '../src/train/ema.js';
-import { attachHead, HEAD_LAYERS } from '../src/train/head.js';
+import { HEAD_LAYERS } from '../src/train/head.js';
 import { FusedAdam } from '../src/train/optimizer.js';
-import { Trainer, type TrainerOptions } from '../src/train/trainer.js';
+import type { TrainerOptions } from '../src/train/trainer.js';
 import type { Callback } from '../src/train/types.js';
 import { InterruptedError } from '../src/errors.js';
-import { needShared, repoRoot, TM_WEIGHTS, tmWeightsDir } from './helpers/shared.js';
+import { needShared, TM_WEIGHTS, tmWeightsDir } from './helpers/shared.js';
+import { randomShapesTrainer, shapesFixture, SHAPES_DIR } from './helpers/shapes-fixture.js';
 
 const SIZE = 32;
-const shapes = path.join(repoRoot, 'fixtures/shapes');
-let data: ImageData;
-let dir: string;
+const shapes = SHAPES_DIR;
+const fixture = shapesFixture(SIZE, 'finetune-recipe-options-');
 
-beforeAll(async () => {
-  await initEngine('wasm');
-  data = await loadImageData(await discoverLayout(shapes), { size: SIZE, resize: 'stretch' });
-  dir = mkdtempSync(path.join(tmpdir(), 'finetune-recipe-options-'));
-});
-afterAll(() => {
-  data.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-function makeTrainer(options: TrainerOptions) {
-  const backbone = mobileNetV2({ alpha: 0.35, imageSize: SIZE });
-  seedRandomWeights(backbone, 5);
-  const model = attachHead(backbone, { numClasses: data.classes.length, dropout: 0.2, seed: 1 });
-  const trainer = new Trainer(model, mobileNetV2Blocks(0.35), data, MOBILENET_PREPROCESSING, { augment: 'none', batchSize: 16, ...options });
-  return { trainer, model, done: () => (trainer.dispose(), model.dispose()) };
-}
+const makeTrainer = (options: TrainerOptions) => randomShapesTrainer(fixture, options);
 
 /** Every weight of a layer (kernel, then bias), flat. */
 const kernelOf = (model: tf.LayersModel, layer: string) => model.getLayer(layer).getWeights().flatMap((w) => Array.from(w.dataSync()));
@@ -133,9 +109,9 @@ describe('--ema: a moving average of the weights', () => {
       data: shapes, backbone: 'mobilenetv2', alpha: 0.35, imageSize: 32, weights: tmWeightsDir, epochs: 2, fineTuneEpochs: 3,
       batchSize: 30, augment: 'none', patience: 10, seed: 7, backend: 'wasm', ema: 0.9, fineTuneLr: 1e-2,
     };
-    const whole = path.join(dir, 'ema-whole');
+    const whole = path.join(fixture.dir, 'ema-whole');
     await fineTune({ ...base, out: whole });
-    const out = path.join(dir, 'ema-resumed');
+    const out = path.join(fixture.dir, 'ema-resumed');
     const controller = new AbortController();
     const abort: Callback = { onEpochEnd: (c) => void (c.stage === 2 && c.epoch === 2 && controller.abort()) };
     await expect(fineTune({ ...base, out, signal: controller.signal, callbacks: [abort] })).rejects.toThrow(InterruptedError);

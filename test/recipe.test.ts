@@ -1,43 +1,22 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mobileNetV2, mobileNetV2Blocks } from '../src/backbones/mobilenet_v2.js';
-import { MOBILENET_PREPROCESSING } from '../src/backbones/preprocess.js';
-import { loadBackboneWeights, seedRandomWeights } from '../src/backbones/weights.js';
-import { loadImageData, type ImageData } from '../src/data/image-data.js';
-import { discoverLayout } from '../src/data/layout.js';
-import { initEngine } from '../src/engine/backend.js';
+import { describe, expect, it } from 'vitest';
 import { fineTune, resolveOptions } from '../src/finetune.js';
-import { attachHead } from '../src/train/head.js';
 import { softmaxCrossEntropy } from '../src/train/loss.js';
 import { LearningRateSchedule } from '../src/train/schedules.js';
 import { Trainer } from '../src/train/trainer.js';
 import { UsageError } from '../src/errors.js';
-import { needShared, repoRoot, sharedMobileNetWeights, TM_WEIGHTS } from './helpers/shared.js';
+import { needShared, sharedMobileNetWeights, TM_WEIGHTS } from './helpers/shared.js';
+import { randomShapesTrainer, shapesFixture, SHAPES_DIR } from './helpers/shapes-fixture.js';
 
 const SIZE = 96;
-const shapes = path.join(repoRoot, 'fixtures/shapes');
-let data: ImageData;
-let dir: string;
-
-beforeAll(async () => {
-  await initEngine('wasm');
-  data = await loadImageData(await discoverLayout(shapes), { size: SIZE, resize: 'stretch' });
-  dir = mkdtempSync(path.join(tmpdir(), 'finetune-recipe-'));
-});
-afterAll(() => {
-  data.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+const shapes = SHAPES_DIR;
+const fixture = shapesFixture(SIZE, 'finetune-recipe-');
 
 /** A head-only Trainer on the shapes (random backbone: the schedule does not care about accuracy). */
 function headTrainer(options: ConstructorParameters<typeof Trainer>[4]) {
-  const backbone = mobileNetV2({ alpha: 0.35, imageSize: SIZE });
-  seedRandomWeights(backbone, 5);
-  const model = attachHead(backbone, { numClasses: data.classes.length, dropout: 0.2, seed: 1 });
-  return { trainer: new Trainer(model, mobileNetV2Blocks(0.35), data, MOBILENET_PREPROCESSING, { augment: 'none', batchSize: 16, ...options }), model };
+  const { trainer, model } = randomShapesTrainer(fixture, options);
+  return { trainer, model };
 }
 
 describe('learning-rate schedules (--lr-schedule)', () => {
@@ -102,7 +81,7 @@ describe('label smoothing (--label-smoothing)', () => {
     const weights = sharedMobileNetWeights()!;
     const confidence = async (labelSmoothing: number) => {
       const result = await fineTune({
-        data: shapes, out: path.join(dir, `ls-${labelSmoothing}`), alpha: 0.35, imageSize: SIZE, weights, epochs: 5,
+        data: shapes, out: path.join(fixture.dir, `ls-${labelSmoothing}`), alpha: 0.35, imageSize: SIZE, weights, epochs: 5,
         fineTuneEpochs: 0, augment: 'none', backend: 'wasm', labelSmoothing,
       });
       expect(result.metrics!.accuracy).toBeGreaterThanOrEqual(0.8);
