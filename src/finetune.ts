@@ -348,7 +348,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
     const best = earlyStopping.bestEpoch && trainer.history.find((r) => r.stage === earlyStopping.bestEpoch!.stage && r.epoch === earlyStopping.bestEpoch!.epoch);
     reporter.info(
       `stage 1: from the cache (${diskCache!.dir}): an earlier run trained the same head on the same images, weights and options ` +
-        `(${trainer.history.length} epoch${trainer.history.length === 1 ? "" : "s"}${best ? `; best epoch ${best.epoch}: val_loss ${(best.valLoss ?? best.loss).toFixed(4)} val_acc ${(best.valAccuracy ?? best.accuracy).toFixed(4)}` : ''})`,
+        `(${trainer.history.length} epoch${trainer.history.length === 1 ? '' : 's'}${best ? `; best epoch ${best.epoch}: val_loss ${(best.valLoss ?? best.loss).toFixed(4)} val_acc ${(best.valAccuracy ?? best.accuracy).toFixed(4)}` : ''})`,
     );
   }
 
