@@ -9,12 +9,13 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/data/rng.js';
-import { UsageError } from '../src/errors.js';
-import { fineTune, resolveOptions } from '../src/finetune.js';
+import { InterruptedError, UsageError } from '../src/errors.js';
+import { fineTune, resolveOptions, type FineTuneOptions } from '../src/finetune.js';
 import { HEAD_LAYERS } from '../src/train/head.js';
 import { lbfgs } from '../src/train/lbfgs.js';
 import { solveLinearProbe } from '../src/train/linear-probe.js';
 import { softmaxCrossEntropy } from '../src/train/loss.js';
+import type { Callback } from '../src/train/types.js';
 import { Trainer } from '../src/train/trainer.js';
 import { needShared, sharedPath, TM_WEIGHTS } from './helpers/shared.js';
 import { randomShapesTrainer, shapesFixture, SHAPES_DIR } from './helpers/shapes-fixture.js';
@@ -153,4 +154,43 @@ describe('--stage1 lbfgs', () => {
     expect(config.training).toMatchObject({ stage1: 'lbfgs', probeL2: 0.05 });
     expect(result.metrics!.accuracy).toBeGreaterThanOrEqual(0.8); // pretrained features separate the shapes
   });
+
+  it('with --folds, each fold solves its head, and the model written solves one on all the images', async (ctx) => {
+    needShared(ctx, 'fine-tuning from pretrained weights', TM_WEIGHTS);
+    const messages: string[] = [];
+    const result = await fineTune({
+      data: SHAPES_DIR, out: path.join(fixture.dir, 'folds'), alpha: 0.35, imageSize: 48, weights: sharedPath(TM_WEIGHTS), backend: 'wasm', cache: false,
+      folds: 3, fineTuneEpochs: 1, augment: 'none', batchSize: 16,
+      reporter: { info: (m: string) => messages.push(m), warn: () => {}, task: () => ({ update() {}, finish() {} }) },
+    });
+    const cv = result.crossValidation!;
+    expect(cv.folds).toHaveLength(3);
+    expect(cv.epochs.stage1).toBe(1);
+    // 3 folds of 80 of the 120 images, then all 120.
+    expect(messages.filter((m) => /stage 1: head solved on 80 rows/.test(m))).toHaveLength(3);
+    expect(messages.filter((m) => /stage 1: head solved on 120 rows/.test(m))).toHaveLength(1);
+  });
+
+  it('a run stopped in stage 2 resumes there, without solving the head again, and ends like one never stopped', async (ctx) => {
+    needShared(ctx, 'fine-tuning from pretrained weights', TM_WEIGHTS);
+    const run = (out: string, extra: Partial<FineTuneOptions> = {}) =>
+      fineTune({
+        data: SHAPES_DIR, out: path.join(fixture.dir, out), alpha: 0.35, imageSize: 48, weights: sharedPath(TM_WEIGHTS), backend: 'wasm', cache: false,
+        fineTuneEpochs: 3, patience: 10, augment: 'none', batchSize: 16, seed: 3, ...extra,
+      });
+    const whole = await run('whole');
+    const controller = new AbortController();
+    const stopInStage2: Callback = { onEpochEnd: (ctx) => void (ctx.stage === 2 && ctx.epoch === 1 && controller.abort()) };
+    await expect(run('stopped', { signal: controller.signal, callbacks: [stopInStage2] })).rejects.toThrow(InterruptedError);
+    const messages: string[] = [];
+    const resumed = await run('stopped', {
+      resume: true,
+      reporter: { info: (m: string) => messages.push(m), warn: () => {}, task: () => ({ update() {}, finish() {} }) },
+    });
+    expect(messages.join('\n')).toMatch(/resuming after stage 2, epoch 1/);
+    expect(messages.join('\n')).not.toMatch(/head solved/);
+    expect(resumed.history.map((r) => [r.stage, r.epoch])).toEqual(whole.history.map((r) => [r.stage, r.epoch]));
+    expect(resumed.metrics!.loss).toBeCloseTo(whole.metrics!.loss, 4);
+  });
 });
+
