@@ -353,6 +353,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
   }
 
   let crossValidation: CrossValidation | undefined;
+  const stageOne = stageOneFit(opts);
   let stage1Epochs = opts.epochs;
   let stage2Epochs = stage2 ? opts.fineTuneEpochs : 0;
   try {
@@ -368,7 +369,7 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
         seed: opts.seed,
         epochs: opts.epochs,
         lr: opts.lr,
-        ...stageOneFit(opts),
+        ...stageOne,
         ...(stage2 ? { stage2: { what: stage2, epochs: opts.fineTuneEpochs, lr: opts.fineTuneLr } } : {}),
         patience: opts.patience,
         classWeights: opts.classWeight === 'auto',
@@ -394,14 +395,14 @@ export async function fineTune(options: FineTuneOptions): Promise<FineTuneResult
       reporter.info(`training every layer of ${spec.name} from random weights for up to ${opts.epochs} epochs (lr ${opts.lr}); no stage 2`);
     } else if (!stageOneFromCache) {
       reporter.info(
-        opts.stage1 === 'lbfgs'
+        stageOne.solve
           ? `stage 1: solving the head on the frozen ${spec.name}'s features (L2-regularised logistic regression, λ ${opts.probeL2}, L-BFGS)`
           : `stage 1: training the head on the frozen ${spec.name} for up to ${opts.epochs} epochs (lr ${opts.lr})`,
       );
     }
     // Stage 1 caches what lies below stage 2's layers, so unfreezing needn't run the backbone again.
     if (stage2) trainer.retainActivationsFor(stage2);
-    await trainer.fit(stage1Epochs, opts.lr, 1, { signal: options.signal, ...stageOneFit(opts) });
+    await trainer.fit(stage1Epochs, opts.lr, 1, { signal: options.signal, ...stageOne });
     if (stageOneCacheKey && !stageOneFromCache) await storeStageResult(diskCache!, stageOneCacheKey, files(RUN_FILES.checkpoint));
 
     if (stage2 && stage2Epochs > 0) {
