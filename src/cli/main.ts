@@ -99,9 +99,9 @@ export function addTrainingOptions(command: Command): Command {
         "how stage 1 trains the head on the frozen backbone: adam (--epochs epochs at --lr), or lbfgs (a linear probe: L2-regularised logistic regression on the frozen features, solved to convergence in seconds; stage 2 then fine-tunes from it, LP-FT); lbfgs solves on the --augment-copies copies if any, else on the images unaugmented (default: lbfgs; adam when --epochs is given or with --weights none)",
       ).choices(STAGE1_METHODS),
     )
-    .option('--probe-l2 <l2>', "with --stage1 lbfgs: L2 penalty λ·‖W‖² on the head's kernel (Keras's l2 regularizer; larger: simpler head)", number('--probe-l2'), DEFAULTS.probeL2)
+    .option('--probe-l2 <l2>', "with --stage1 lbfgs: L2 penalty l2·‖W‖² on the head's kernel (Keras's l2 regularizer; larger: simpler head)", number('--probe-l2'), DEFAULTS.probeL2)
     .option('--epochs <n>', `stage 1 epochs of Adam (head on the frozen backbone; or of every layer with --weights none); giving it means --stage1 adam (default ${DEFAULTS.epochs})`, integer('--epochs'))
-    .option('--lr <rate>', 'stage 1 learning rate (Adam)', number('--lr'), DEFAULTS.lr)
+    .option('--lr <rate>', 'stage 1 learning rate (Adam; with the solved head it only sets --fine-tune-lr, a tenth of it)', number('--lr'), DEFAULTS.lr)
     .option('--batch-size <n>', 'images per training step', integer('--batch-size'), DEFAULTS.batchSize)
     .option('--dropout <rate>', 'dropout before the classifier', number('--dropout'), DEFAULTS.dropout)
     .option('--unfreeze <n>', 'stage 2: number of top backbone blocks to train', integer('--unfreeze'), DEFAULTS.unfreeze)
