@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { lbfgs, type LbfgsResult } from './lbfgs.js';
 import type { Loss } from './loss.js';
+import { accuracy } from './train-step.js';
 
 export interface LinearProbeOptions {
   /**
@@ -75,9 +76,9 @@ export async function solveLinearProbe(
   bias?.assign(b);
   const measured = tf.tidy(() => {
     const logits = tf.add(tf.matMul(features, w), b) as tf.Tensor2D;
-    return [options.loss(logits, labels), tf.mean(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'float32'))];
+    return [options.loss(logits, labels), tf.div(accuracy.batchSum(logits, labels), labels.shape[0])];
   });
-  const [loss, accuracy] = await Promise.all(measured.map(async (t) => (await t.data())[0]!));
+  const [loss, trainAccuracy] = await Promise.all(measured.map(async (t) => (await t.data())[0]!));
   tf.dispose([w, b, ...measured]);
-  return { iterations: solution.iterations, reason: solution.reason, loss: loss!, accuracy: accuracy! };
+  return { iterations: solution.iterations, reason: solution.reason, loss: loss!, accuracy: trainAccuracy! };
 }
