@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- --only keras`: the Keras transfer-learning guide's recipe (bench/keras-recipe.py, TensorFlow)
- * side by side with `finetune` at its defaults, with --augment-copies 4, and with that and up to 30 head epochs, on
- * the same data and weights (the Keras recipe and the first two finetune ones: the same 10 + 5 epochs). Each run is
+ * side by side with `finetune` at its defaults (the head solved, then 5 epochs), the solved head alone, with
+ * --augment-copies 4, and with Adam's head epochs on 4 copies (up to 30), on the same data and weights (see
+ * FINETUNE_FLAGS; the Keras recipe: 10 + 5 epochs). Each run is
  * a process of its own, timed by /usr/bin/time (wall, user + system CPU of the process and its threads); the runs
  * alternate (order reversed every other round) so a load change on a shared machine hits every recipe alike.
  * finetune runs with --no-cache: neither side reuses anything from an earlier run.

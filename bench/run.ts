@@ -158,7 +158,7 @@ function parseFlags(argv: string[]): Flags {
     .option('--predict-images <list>', 'predict-engines: image folders (default: hymenoptera val/ and 100 per class of flowers)', list)
     .option('--predict-rounds <n>', 'predict-engines: `finetune predict` runs per engine, alternating', wholeNumber, 3)
     .option('--keras-lr <rate>', "keras: the Keras recipe's stage 1 Adam rate (default the guide's 1e-4; stage 2 at a tenth)", positiveRate)
-    .option('--keras-rounds <n>', 'keras: rounds of (Keras recipe, finetune, finetune --augment-copies 4, the same with --epochs 30) per alpha, alternating', wholeNumber, 1)
+    .option('--keras-rounds <n>', 'keras: rounds of (Keras recipe, finetune, finetune --fine-tune-epochs 0, finetune --augment-copies 4, finetune --stage1 adam --augment-copies 4 --epochs 30) per alpha, alternating', wholeNumber, 1)
     .addHelpText(
       'after',
       '\nThe pure-JavaScript cpu backend runs only when named in --backends, and then with a small workload (the --quick sizes, no VGG16 training step).' +
